@@ -1,0 +1,1970 @@
+#!/usr/bin/env python3
+"""mlmpipe: a mailing-list manager with dynamic sublists (threads).
+
+The mail server runs `mlmpipe.py deliver` once per incoming message.  Every
+new thread's first message goes to all members; later messages go only to the
+members who follow the thread.  See README.md and SPEC.md.
+
+Usage:
+  mlmpipe.py deliver [options] [--recipient=ADDR] [--sender=ADDR]
+  mlmpipe.py init [options]
+  mlmpipe.py newlist [options] LIST --owner=ADDR... [--domain=D]
+  mlmpipe.py rmlist [options] LIST
+  mlmpipe.py lists [options] [--json]
+  mlmpipe.py config [options] LIST [KEY [VALUE]]
+  mlmpipe.py add [options] LIST ADDR... [--first] [--format=FMT]
+  mlmpipe.py remove [options] LIST ADDR...
+  mlmpipe.py members [options] LIST [--json]
+  mlmpipe.py threads [options] LIST [--all] [--json]
+  mlmpipe.py thread [options] LIST THREAD (open|close|perpetual)
+  mlmpipe.py held [options] LIST [--json]
+  mlmpipe.py approve [options] LIST TOKEN
+  mlmpipe.py reject [options] LIST TOKEN [--reason=TEXT]
+  mlmpipe.py cron [options]
+  mlmpipe.py export [options] LIST
+  mlmpipe.py import [options] LIST FILE
+  mlmpipe.py mta-config [options] (postfix|qmail) LIST
+  mlmpipe.py check [options]
+  mlmpipe.py (-h | --help)
+
+Options:
+  -c FILE, --config=FILE  configuration file (else $MLMPIPE_CONFIG, else
+                          /etc/mlmpipe.cfg)
+  --recipient=ADDR        the list address the message was sent to (else
+                          $ORIGINAL_RECIPIENT, else qmail's $RECIPIENT)
+  --sender=ADDR           the envelope sender (else $SENDER)
+  --owner=ADDR            an owner of the new list
+  --domain=D              mail domain of the new list
+  --first                 new members get only each thread's first message
+  --format=FMT            text, html or both [default: both]
+  --all                   include closed threads
+  --json                  print JSON
+  --reason=TEXT           why the message is rejected
+"""
+
+# Imports ####################################################################
+# Only what every run needs.  html2text, dnspython and docopt are imported in
+# the functions that use them, so a command message starts fast.
+
+import email
+import email.utils
+import errno
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import sqlite3
+import subprocess
+import sys
+import time
+
+# Constants ##################################################################
+
+SCHEMA_VERSION = 1
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Exit codes: one table per MTA.  Postfix (sysexits.h) retries only 75.
+EX_OK, EX_DATAERR, EX_NOUSER, EX_TEMPFAIL, EX_NOPERM = 0, 65, 67, 75, 77
+QMAIL_CODES = {"ok": 0, "permanent": 100, "temporary": 111}
+
+TOKEN_BYTES = 15                  # 120 random bits
+TOKEN_DAYS = 7
+LEASE_SECONDS = 120               # a distributing process renews its claim per batch
+SENDMAIL_TIMEOUT = 300            # seconds one sendmail call may take
+BUSY_TIMEOUT = 30                 # seconds to wait for a locked database
+
+DEFAULTS = {
+    "database": "/var/lib/mlmpipe/mlmpipe.db",
+    "archive": "/var/lib/mlmpipe/archive",
+    "sendmail": "/usr/sbin/sendmail",
+    "verp": "postfix",
+    "batch_size": "500",
+    "domain": "",
+    "secret": "",
+    "qmail_prefix": "",
+    "log": "syslog",
+    "max_message_kb": "10240",
+}
+VERP_MODES = ("postfix", "qmail", "per-recipient", "off")
+
+LIST_DEFAULTS = {
+    "subscribe_policy": "confirm",
+    "post_policy": "members",
+    "allowed_domains": "",
+    "max_post_kb": "40",
+    "subject_prefix": "[LIST] ",
+    "spam_action": "hold",
+    "dmarc": "munge",
+    "bounce_threshold": "5",
+    "bounce_stale_days": "7",
+    "bounce_remove_days": "21",
+    "thread_idle_days": "0",
+    "owners": "",
+}
+LIST_CHOICES = {
+    "subscribe_policy": ("confirm", "domain", "closed"),
+    "post_policy": ("public", "domain", "members", "moderated"),
+    "spam_action": ("hold", "discard"),
+    "dmarc": ("munge", "wrap", "off"),
+}
+LIST_NUMBERS = ("max_post_kb", "bounce_threshold", "bounce_stale_days",
+                "bounce_remove_days", "thread_idle_days")
+
+FORMATS = ("text", "html", "both")
+PREFERENCES = {"all": 1, "first": 0}
+# L-set-WORD: the member column it changes and the value.
+SETTINGS = {
+    "all": ("preference", 1), "first": ("preference", 0),
+    "text": ("format", "text"), "html": ("format", "html"),
+    "both": ("format", "both"),
+    "nomail": ("status", "nomail"), "mail": ("status", "active"),
+}
+DIGEST_MODES = ("daily", "weekly", "monthly", "off")
+
+# Command words after "L-" and after "L-THREAD-": word -> what follows it.
+# None: nothing may follow; "arg": a required argument.  Matched as whole
+# words, so the table's order never matters.
+LIST_WORDS = {
+    "new": "optional", "subscribe": None, "unsubscribe": None,
+    "confirm": "arg", "set": "arg", "watch": "arg", "unwatch": "arg",
+    "threads": None, "help": None, "owner": None, "request": None,
+    "approve": "arg", "reject": "arg", "bounces": "optional",
+}
+THREAD_WORDS = {
+    "new": "optional", "subscribe": None, "unsubscribe": None,
+    "digest": "arg", "summary": None, "close": None,
+}
+# Commands whose issue has not landed yet: refused plainly.
+NOT_YET = {
+    "subscribe": "joining by mail", "unsubscribe": "leaving by mail",
+    "confirm": "confirmations", "watch": "keyword watches",
+    "unwatch": "keyword watches", "owner": "mail to the owners",
+    "request": "commands by mail to -request", "bounces": "bounce processing",
+    "thread-digest": "thread digests", "thread-summary": "summaries by mail",
+    "thread-close": "closing a thread by mail",
+}
+
+LIST_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$")
+THREAD_NAME_RE = re.compile(r"^[a-z0-9]*[0-9]$")
+# One @, no white space or control characters, never a leading "-".
+ADDRESS_RE = re.compile(r"^[^@\s\x00-\x1f\x7f-][^@\s\x00-\x1f\x7f]*@[^@\s\x00-\x1f\x7f]+$")
+AUTOMATED_PRECEDENCE = ("bulk", "junk", "list")
+# Headers of the incoming post that outgoing copies do not keep.
+DROPPED_HEADERS = frozenset((
+    "to", "subject", "return-path", "delivered-to", "x-original-to",
+    "precedence", "mime-version", "content-type", "content-transfer-encoding",
+    "content-disposition", "list-id", "list-post", "list-help",
+    "list-subscribe", "list-unsubscribe", "list-owner", "list-archive",
+    "x-mlmpipe-thread",
+))
+
+
+# Outcomes ###################################################################
+# Steps raise these; main() alone turns them into exit codes.
+
+class Outcome(Exception):
+    """A final answer to the MTA, with the sentence for the bounce."""
+    kind = "ok"
+    code = EX_OK
+
+    def __init__(self, sentence=""):
+        super().__init__(sentence)
+        self.sentence = sentence
+
+
+class Discard(Outcome):
+    """Accepted and dropped on purpose (loop, duplicate)."""
+
+
+class Refuse(Outcome):
+    """Permanent refusal; the MTA returns the message to its sender."""
+    kind = "permanent"
+
+    def __init__(self, sentence, code=EX_NOUSER):
+        super().__init__(sentence)
+        self.code = code
+
+
+class Temporary(Outcome):
+    """Try again later; the MTA keeps the message."""
+    kind = "temporary"
+    code = EX_TEMPFAIL
+
+
+def no_such(status, address, what, hint=""):
+    return Refuse("%s <%s>: %s%s" % (status, address, what, hint), EX_NOUSER)
+
+
+def temporary_for(exc, doing):
+    """Classify an OS or database failure met while `doing` something."""
+    if isinstance(exc, sqlite3.Error):
+        return Temporary("4.3.0 mlmpipe: database unavailable while %s (%s); "
+                         "the message will be retried" % (doing, exc))
+    reason = os.strerror(exc.errno) if getattr(exc, "errno", None) else str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        return Temporary("4.3.1 mlmpipe: disk full while %s; the message will be retried" % doing)
+    return Temporary("4.3.0 mlmpipe: %s failed (%s); the message will be retried" % (doing, reason))
+
+
+# Configuration ##############################################################
+
+class Config:
+    """The [mlmpipe] section of the INI file, with SPEC 2 defaults."""
+
+    def __init__(self, path, values):
+        self.path = path
+        self.values = values
+        self.database = values["database"]
+        self.archive = values["archive"]
+        self.sendmail = values["sendmail"]
+        self.verp = values["verp"]
+        self.qmail_prefix = values["qmail_prefix"]
+        self.log = values["log"]
+        self.secret = values["secret"]
+        try:
+            self.batch_size = int(values["batch_size"])
+            self.max_message_kb = int(values["max_message_kb"])
+        except ValueError:
+            raise Temporary("4.3.5 mlmpipe: batch_size and max_message_kb in %s must be numbers" % path)
+        if self.verp not in VERP_MODES or self.batch_size < 1:
+            raise Temporary("4.3.5 mlmpipe: verp in %s must be one of %s and batch_size at least 1"
+                            % (path, ", ".join(VERP_MODES)))
+
+    @property
+    def domain(self):
+        if self.values["domain"]:
+            return self.values["domain"]
+        import socket
+        return socket.getfqdn()
+
+
+def config_path(option, env):
+    return option or env.get("MLMPIPE_CONFIG") or "/etc/mlmpipe.cfg"
+
+
+def load_config(path, must_exist=True):
+    import configparser
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except FileNotFoundError:
+        if must_exist:
+            raise Temporary("4.3.5 mlmpipe: configuration file %s not found" % path)
+    except (OSError, configparser.Error) as exc:
+        raise Temporary("4.3.5 mlmpipe: cannot read configuration file %s (%s)" % (path, exc))
+    values = dict(DEFAULTS)
+    if parser.has_section("mlmpipe"):
+        values.update((k, v.strip()) for k, v in parser.items("mlmpipe"))
+    return Config(path, values)
+
+
+class Log:
+    """One line per event to syslog (facility mail), stderr or a file."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __call__(self, line):
+        line = line.replace("\n", " ")
+        try:
+            if self.target == "syslog":
+                import syslog
+                syslog.openlog("mlmpipe", syslog.LOG_PID, syslog.LOG_MAIL)
+                syslog.syslog(syslog.LOG_INFO, line)
+            elif self.target == "stderr":
+                sys.stderr.write("mlmpipe: %s\n" % line)
+            else:
+                with open(self.target, "a", encoding="utf-8") as f:
+                    f.write("%s mlmpipe[%d]: %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), os.getpid(), line))
+        except OSError:
+            pass                  # logging never costs a message
+
+    def traceback(self):
+        import traceback
+        for line in traceback.format_exc().splitlines():
+            self(line)
+
+
+# Addresses ##################################################################
+
+def valid_address(address):
+    """True when `address` may become a sendmail argument.
+
+    >>> valid_address("ann@example.org"), valid_address("-fevil@x")
+    (True, False)
+    """
+    return bool(ADDRESS_RE.match(address or ""))
+
+
+def clean_header(text):
+    """Text safe to put into a header: no CR, LF or other controls."""
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", text or "").strip()
+
+
+def split_address(address):
+    """'Local@Domain' -> ('Local', 'domain')."""
+    local, _, domain = (address or "").strip().strip("<>").rpartition("@")
+    if not local:
+        return domain, ""
+    return local, domain.lower()
+
+
+def recipient_address(option, env, qmail_prefix=""):
+    """The address the message came to, per SPEC 3.
+
+    >>> recipient_address(None, {"RECIPIENT": "lists-sys-help@x.org"}, "lists-")
+    'sys-help@x.org'
+    """
+    if option:
+        return option
+    if env.get("ORIGINAL_RECIPIENT"):
+        return env["ORIGINAL_RECIPIENT"]
+    if env.get("RECIPIENT"):
+        local, domain = split_address(env["RECIPIENT"])
+        if qmail_prefix and local.lower().startswith(qmail_prefix.lower()):
+            local = local[len(qmail_prefix):]
+        return "%s@%s" % (local, domain) if domain else local
+    return ""
+
+
+def match_list(local, names):
+    """The longest list name that `local` starts with, followed by - or end.
+
+    >>> match_list("sys-tem-help", ["sys", "sys-tem"])
+    ('sys-tem', 'help')
+    >>> match_list("other", ["sys"])
+    (None, None)
+    """
+    local = local.lower()
+    best = None
+    for name in names:
+        if local == name or local.startswith(name + "-"):
+            if best is None or len(name) > len(best):
+                best = name
+    if best is None:
+        return None, None
+    return best, local[len(best) + 1:]
+
+
+class Command:
+    """What the part of the local part after the list name asks for."""
+
+    def __init__(self, word, arg="", thread=None):
+        self.word = word          # "post", "new", "set", "reply", ... (see parse_rest)
+        self.arg = arg
+        self.thread = thread      # thread name for L-THREAD-... addresses
+
+    def __repr__(self):
+        return "Command(%r, %r, %r)" % (self.word, self.arg, self.thread)
+
+    def __eq__(self, other):
+        return (self.word, self.arg, self.thread) == (other.word, other.arg, other.thread)
+
+
+def parse_rest(rest):
+    """Parse REST of L-REST into a Command, or None when it means nothing.
+
+    >>> parse_rest("")
+    Command('post', '', None)
+    >>> parse_rest("fellowships51-new-deadlines")
+    Command('new', 'deadlines', 'fellowships51')
+    >>> parse_rest("bounces-ann-x=example.org")
+    Command('bounces', 'ann-x=example.org', None)
+    >>> parse_rest("sett-all") is None
+    True
+    """
+    rest = rest.lower()
+    if rest == "":
+        return Command("post")
+    word, _, arg = rest.partition("-")
+    if word in LIST_WORDS:
+        if not _arg_fits(LIST_WORDS[word], arg):
+            return None
+        if word == "set" and arg not in SETTINGS:
+            return None
+        return Command(word, arg)
+    if THREAD_NAME_RE.match(word):
+        if arg == "":
+            return Command("reply", thread=word)
+        sub, _, subarg = arg.partition("-")
+        if sub not in THREAD_WORDS or not _arg_fits(THREAD_WORDS[sub], subarg):
+            return None
+        if sub == "digest" and subarg not in DIGEST_MODES:
+            return None
+        return Command(sub, subarg, thread=word)
+    return None
+
+
+def _arg_fits(rule, arg):
+    return {None: arg == "", "arg": arg != "", "optional": True}[rule]
+
+
+def thread_base(text):
+    """Letters and digits of `text` for a thread name, at most 24.
+
+    >>> thread_base("Re: AAUW fellowships!")
+    'aauwfellowships'
+    """
+    text = re.sub(r"^(\s*(re|fwd?|aw|sv|wg)\s*:\s*)+", "", text or "", flags=re.I)
+    return "".join(c for c in text.lower() if c.isascii() and c.isalnum())[:24]
+
+
+def bounce_address(lst, member=None):
+    """Envelope sender for list mail; with `member`, its VERP form."""
+    if member is None:
+        return "%s-bounces@%s" % (lst["name"], lst["domain"])
+    return "%s-bounces-%s@%s" % (lst["name"], member.replace("@", "="), lst["domain"])
+
+
+def list_address(lst, rest=""):
+    return "%s%s@%s" % (lst["name"], "-" + rest if rest else "", lst["domain"])
+
+
+# Database ###################################################################
+# Tables live in schema.sql.  Writes run in BEGIN IMMEDIATE with a busy
+# timeout, because the MTA runs deliveries in parallel.
+
+def open_db(cfg, create=False):
+    """Connect, migrating to SCHEMA_VERSION when the database is older."""
+    if not create and not os.path.exists(cfg.database):
+        raise Temporary("4.3.5 mlmpipe: database %s does not exist; run 'mlmpipe.py init'" % cfg.database)
+    db = sqlite3.connect(cfg.database, timeout=BUSY_TIMEOUT, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("PRAGMA synchronous = NORMAL")     # WAL: a crash of mlmpipe loses nothing committed
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version < SCHEMA_VERSION:
+        if version == 0 and not create:
+            raise Temporary("4.3.5 mlmpipe: database %s is empty; run 'mlmpipe.py init'" % cfg.database)
+        with open(os.path.join(HERE, "schema.sql"), encoding="utf-8") as f:
+            db.executescript(f.read())
+    elif version > SCHEMA_VERSION:
+        raise Temporary("4.3.5 mlmpipe: database %s is from a newer mlmpipe (version %d)"
+                        % (cfg.database, version))
+    return db
+
+
+class write:
+    """`with write(db):` one IMMEDIATE transaction, rolled back on error."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, kind, exc, tb):
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def lists_named_like(db, local):
+    """Lists whose name `local` could start with."""
+    return db.execute(
+        "SELECT * FROM lists WHERE name = ? OR ? LIKE name || '-%'", (local, local)).fetchall()
+
+
+def list_by_name(db, name, domain=None):
+    rows = db.execute("SELECT * FROM lists WHERE name = ?", (name,)).fetchall()
+    exact = [r for r in rows if domain and r["domain"] == domain]
+    return (exact or rows or [None])[0]
+
+
+def list_settings(db, lst):
+    settings = dict(LIST_DEFAULTS, subject_prefix="[%s] " % lst["name"])
+    settings.update(db.execute(
+        "SELECT key, value FROM list_settings WHERE list_id = ?", (lst["id"],)).fetchall())
+    return settings
+
+
+def set_list_setting(db, lst, key, value):
+    db.execute("INSERT INTO list_settings (list_id, key, value) VALUES (?, ?, ?) "
+               "ON CONFLICT (list_id, key) DO UPDATE SET value = excluded.value",
+               (lst["id"], key, value))
+
+
+def member_by_address(db, lst, address):
+    return db.execute(
+        "SELECT m.*, s.address FROM members m JOIN subscribers s ON s.id = m.subscriber_id "
+        "WHERE m.list_id = ? AND s.address = ?", (lst["id"], (address or "").lower())).fetchone()
+
+
+def add_member(db, lst, address, preference=1, fmt="both"):
+    """Add or revive a membership; returns the member id."""
+    address = address.lower()
+    db.execute("INSERT OR IGNORE INTO subscribers (address) VALUES (?)", (address,))
+    sub = db.execute("SELECT id FROM subscribers WHERE address = ?", (address,)).fetchone()[0]
+    db.execute("INSERT INTO members (list_id, subscriber_id, preference, format) VALUES (?, ?, ?, ?) "
+               "ON CONFLICT (list_id, subscriber_id) DO UPDATE SET status = 'active', "
+               "preference = excluded.preference, format = excluded.format, "
+               "bounce_score = 0, disabled_at = NULL",
+               (lst["id"], sub, preference, fmt))
+    return db.execute("SELECT id FROM members WHERE list_id = ? AND subscriber_id = ?",
+                      (lst["id"], sub)).fetchone()[0]
+
+
+def thread_by_name(db, lst, name):
+    return db.execute("SELECT * FROM threads WHERE list_id = ? AND name = ?",
+                      (lst["id"], name)).fetchone()
+
+
+def thread_by_id(db, thread_id):
+    return db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
+
+
+def thread_of_references(db, lst, message_ids):
+    """The thread of the newest referenced message stored on this list."""
+    for mid in reversed(message_ids):
+        row = db.execute("SELECT thread_id FROM messages WHERE list_id = ? AND message_id = ? "
+                         "AND thread_id IS NOT NULL", (lst["id"], mid)).fetchone()
+        if row:
+            return thread_by_id(db, row[0])
+    return None
+
+
+def create_thread(db, lst, base, subject, parent, originator):
+    """Allocate the list's next thread number and make the thread."""
+    number = db.execute("UPDATE lists SET next_thread = next_thread + 1 WHERE id = ? "
+                        "RETURNING next_thread - 1", (lst["id"],)).fetchone()[0]
+    name = "%s%d" % (base or "thread", number)
+    db.execute("INSERT INTO threads (list_id, number, name, subject, parent_id, originator) "
+               "VALUES (?, ?, ?, ?, ?, ?)",
+               (lst["id"], number, name, subject, parent["id"] if parent else None, originator))
+    return thread_by_name(db, lst, name)
+
+
+def set_override(db, thread, member_id, subscribed):
+    db.execute("INSERT INTO overrides (thread_id, member_id, subscribed) VALUES (?, ?, ?) "
+               "ON CONFLICT (thread_id, member_id) DO UPDATE SET subscribed = excluded.subscribed",
+               (thread["id"], member_id, subscribed))
+
+
+def message_by_message_id(db, lst, message_id):
+    return db.execute("SELECT * FROM messages WHERE list_id = ? AND message_id = ?",
+                      (lst["id"], message_id)).fetchone()
+
+
+def thread_chain(db, thread):
+    """[thread, parent, grandparent, ...]."""
+    chain = [thread]
+    while chain[-1]["parent_id"] is not None and len(chain) < 64:
+        chain.append(thread_by_id(db, chain[-1]["parent_id"]))
+    return chain
+
+
+def follows_sql(chain):
+    """SQL condition on members m: m follows chain[0] (SPEC 4), with params.
+
+    followers(T) = subscribe override on T, or default "all" with no
+    unsubscribe override on T among audience(T); audience(top) = everyone,
+    audience(child) = followers(parent).
+    """
+    thread, parents = chain[0], chain[1:]
+    audience, params = follows_sql(parents) if parents else ("1", [])
+    sql = ("(EXISTS (SELECT 1 FROM overrides o WHERE o.thread_id = ? AND o.member_id = m.id "
+           "AND o.subscribed = 1) OR (m.preference = 1 AND NOT EXISTS (SELECT 1 FROM overrides o "
+           "WHERE o.thread_id = ? AND o.member_id = m.id AND o.subscribed = 0) AND %s))" % audience)
+    return sql, [thread["id"], thread["id"]] + params
+
+
+def audience_sql(chain):
+    return follows_sql(chain[1:]) if len(chain) > 1 else ("1", [])
+
+
+def recipients_page(db, lst, fmt, condition, params, after, limit):
+    """Next `limit` active members of one format meeting `condition`, by id."""
+    return db.execute(
+        "SELECT m.id, s.address FROM members m JOIN subscribers s ON s.id = m.subscriber_id "
+        "WHERE m.list_id = ? AND m.status = 'active' AND m.format = ? AND m.id > ? AND %s "
+        "ORDER BY m.id LIMIT ?" % condition,
+        [lst["id"], fmt, after] + params + [limit]).fetchall()
+
+
+def is_follower(db, chain, member_id):
+    sql, params = follows_sql(chain)
+    return db.execute("SELECT 1 FROM members m WHERE m.id = ? AND %s" % sql,
+                      [member_id] + params).fetchone() is not None
+
+
+def progress_of(db, message):
+    return {r["variant"]: r["last_member"] for r in db.execute(
+        "SELECT variant, last_member FROM progress WHERE message = ?", (message["id"],))}
+
+
+def record_batch(db, message, variant, last_member):
+    """Remember an accepted batch and renew this process's claim."""
+    with write(db):
+        db.execute("INSERT INTO progress (message, variant, last_member, batches) VALUES (?, ?, ?, 1) "
+                   "ON CONFLICT (message, variant) DO UPDATE SET last_member = excluded.last_member, "
+                   "batches = batches + 1", (message["id"], variant, last_member))
+        db.execute("UPDATE messages SET lease_until = ? WHERE id = ?",
+                   (time.time() + LEASE_SECONDS, message["id"]))
+
+
+def new_token(db, cfg, lst, purpose, message=None, address=None):
+    token = secrets.token_bytes(TOKEN_BYTES).hex()
+    db.execute("INSERT INTO tokens (hash, list_id, purpose, message, address, expires) "
+               "VALUES (?, ?, ?, ?, ?, ?)",
+               (token_hash(cfg, token), lst["id"], purpose, message, address,
+                time.time() + TOKEN_DAYS * 86400))
+    return token
+
+
+def token_hash(cfg, token):
+    return hmac.new(cfg.secret.encode(), token.lower().encode(), hashlib.sha256).hexdigest()
+
+
+def take_token(db, cfg, lst, purpose, token):
+    """The token's row when it is valid; it is used up."""
+    wanted = token_hash(cfg, token)
+    row = db.execute("SELECT * FROM tokens WHERE hash = ? AND list_id = ? AND purpose = ?",
+                     (wanted, lst["id"], purpose)).fetchone()
+    if row is None or not hmac.compare_digest(row["hash"], wanted) or row["expires"] < time.time():
+        return None
+    db.execute("DELETE FROM tokens WHERE hash = ?", (wanted,))
+    return row
+
+
+# Rules ######################################################################
+# SPEC 5.1's checks, in its order: each returns a reason (it applies) or None,
+# and RULES says what its "yes" leads to.  Adding a rule is one function and
+# one row.
+
+def rule_loop(d):
+    list_id = "<%s.%s>" % (d.lst["name"], d.lst["domain"])
+    if any(list_id in (v or "").lower() for v in d.msg.get_all("List-Id", [])):
+        return "loop: the message already went through %s" % list_id
+
+
+def rule_duplicate(d):
+    if d.existing is not None:
+        return "duplicate of message %d (%s)" % (d.existing["id"], d.existing["status"])
+
+
+def rule_too_big(d):
+    if d.oversize:
+        return "over max_message_kb (%d KB)" % d.cfg.max_message_kb
+
+
+def rule_spam(d):
+    if (d.msg.get("X-Spam-Flag") or "").strip().upper() == "YES":
+        return "marked as spam (X-Spam-Flag: YES)"
+
+
+def rule_automated(d):
+    auto = (d.msg.get("Auto-Submitted") or "no").strip().lower()
+    if auto.split(";")[0].strip() != "no":
+        return "automated message (Auto-Submitted: %s)" % clean_header(auto)
+    precedence = (d.msg.get("Precedence") or "").strip().lower()
+    if precedence in AUTOMATED_PRECEDENCE:
+        return "automated message (Precedence: %s)" % precedence
+    if not d.sender:
+        return "automated message (empty envelope sender)"
+
+
+def rule_post_policy(d):
+    policy = d.settings["post_policy"]
+    if policy == "moderated":
+        return "the list is moderated"
+    if policy == "members" and d.member is None:
+        return "the author %s is not a member" % (d.author or d.sender)
+    if policy == "domain":
+        allowed = {x.strip().lower() for x in d.settings["allowed_domains"].split(",") if x.strip()}
+        if split_address(d.author)[1] not in allowed:
+            return "the author %s is outside the list's domains" % d.author
+
+
+def rule_post_size(d):
+    limit = int(d.settings["max_post_kb"])
+    if len(d.raw) > limit * 1024:
+        return "larger than max_post_kb (%d KB > %d KB)" % (len(d.raw) // 1024, limit)
+
+
+def rule_thread_closed(d):
+    for thread in (d.thread, d.parent):
+        if thread is not None and thread["status"] == "closed":
+            return "thread %s is closed" % thread["name"]
+
+
+RULES = (
+    (rule_loop, "discard"),
+    (rule_duplicate, "discard"),
+    (rule_too_big, "refuse"),
+    (rule_spam, "spam_action"),
+    (rule_automated, "hold"),
+    (rule_post_policy, "hold"),
+    (rule_post_size, "hold"),
+    (rule_thread_closed, "return"),
+)
+
+
+def apply_rules(d):
+    """Run RULES in order; the first that applies decides."""
+    for rule, action in RULES:
+        reason = rule(d)
+        if reason is None:
+            continue
+        if action == "spam_action":
+            action = d.settings["spam_action"]
+        if action == "discard":
+            raise Discard(reason)
+        if action == "refuse":
+            raise Refuse("5.3.4 <%s>: message too large for list %s (limit %d KB)"
+                         % (d.recipient, d.lst["name"], d.cfg.max_message_kb), EX_NOPERM)
+        if action == "return":
+            raise Refuse("5.7.1 <%s>: %s; start a new thread by writing to %s"
+                         % (d.recipient, reason, list_address(d.lst, "new")), EX_NOPERM)
+        hold(d, reason)
+
+
+# Rendering ##################################################################
+# An accepted post is rendered once per variant: format (text, html, both) x
+# footer (follower, other).
+
+class Body:
+    """The readable part of a message and what travels beside it."""
+
+    def __init__(self, text=None, html=None, attachments=(), opaque=False):
+        self.text = text              # str or None
+        self.html = html              # str or None
+        self.attachments = list(attachments)
+        self.opaque = opaque          # signed, encrypted or not text: kept whole
+
+
+def part_text(part):
+    payload = part.get_payload(decode=True) or b""
+    try:
+        return payload.decode(part.get_content_charset() or "utf-8", "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
+
+
+def is_attachment(part):
+    return (part.get("Content-Disposition") or "").strip().lower().startswith("attachment")
+
+
+def analyse(msg):
+    """Split a parsed message into text, HTML and attachments."""
+    ctype = msg.get_content_type()
+    if ctype in ("text/plain", "text/html") and not is_attachment(msg):
+        return _readable(msg, Body())
+    if ctype == "multipart/alternative":
+        return _readable(msg, Body())
+    if ctype == "multipart/mixed":
+        parts = msg.get_payload()
+        first = parts[0] if parts else None
+        if first is not None and not is_attachment(first) and first.get_content_type() in (
+                "text/plain", "text/html", "multipart/alternative"):
+            return _readable(first, Body(attachments=parts[1:]))
+        return Body(text="", attachments=parts)
+    return Body(opaque=True)
+
+
+def _readable(part, body):
+    ctype = part.get_content_type()
+    if ctype == "text/plain":
+        body.text = part_text(part)
+    elif ctype == "text/html":
+        body.html = part_text(part)
+    else:
+        for sub in part.walk():
+            sub_type = sub.get_content_type()
+            if sub_type == "text/plain" and body.text is None:
+                body.text = part_text(sub)
+            elif sub_type == "text/html" and body.html is None:
+                body.html = part_text(sub)
+    return body
+
+
+URL_RE = re.compile(r"\b(?:(?:https?|ftp)://|mailto:)[^\s<>\"]*[^\s<>\".,;:!?)\]']")
+
+
+def text_to_html(text):
+    """Escape, make paragraphs and link URLs.
+
+    >>> text_to_html("a < b\\n\\nsee https://x.org/a?b=1&c=2.")
+    '<html><body>\\n<p>a &lt; b</p>\\n<p>see <a href="https://x.org/a?b=1&amp;c=2">https://x.org/a?b=1&amp;c=2</a>.</p>\\n</body></html>\\n'
+    """
+    import html
+    paragraphs = [p for p in re.split(r"\n[ \t]*\n", text.strip("\n")) if p.strip()]
+    out = []
+    for para in paragraphs:
+        escaped = html.escape(para, quote=False)
+        linked = URL_RE.sub(lambda m: '<a href="%s">%s</a>' % (m.group(0), m.group(0)), escaped)
+        out.append("<p>%s</p>" % linked.replace("\n", "<br>\n"))
+    return "<html><body>\n%s\n</body></html>\n" % "\n".join(out)
+
+
+def html_to_text(markup):
+    import html2text
+    converter = html2text.HTML2Text()
+    converter.body_width = 0
+    return converter.handle(markup)
+
+
+def footers(d, follower):
+    """(text, html) footer for a follower or a non-follower of d.thread."""
+    import html
+    name, lst = d.thread["name"], d.lst
+    if follower:
+        what = "You follow the thread %s on %s. To stop following it, write to" % (name, lst["name"])
+        command = list_address(lst, name + "-unsubscribe")
+    else:
+        what = "This is the first message of the thread %s on %s. To follow it and get the replies, write to" % (
+            name, lst["name"])
+        command = list_address(lst, name + "-subscribe")
+    leave = list_address(lst, "unsubscribe")
+    help_ = list_address(lst, "help")
+    text = "-- \n%s mailto:%s\nTo leave %s: mailto:%s  Help: mailto:%s\n" % (
+        what, command, lst["name"], leave, help_)
+    link = '<a href="mailto:%s">%s</a>'
+    markup = ('<hr>\n<p style="font-size:small">%s %s<br>\nTo leave %s: %s &nbsp; Help: %s</p>\n' % (
+        html.escape(what), link % (command, command), html.escape(lst["name"]),
+        link % (leave, leave), link % (help_, help_)))
+    return text, markup
+
+
+def mime_text(text, subtype):
+    from email.mime.text import MIMEText
+    if text.isascii():
+        part = MIMEText(text, subtype, "us-ascii")
+    else:
+        import email.charset
+        charset = email.charset.Charset("utf-8")
+        charset.body_encoding = email.charset.QP
+        part = MIMEText(text, subtype, charset)
+    del part["MIME-Version"]
+    return part
+
+
+def multipart(subtype, parts):
+    from email.mime.multipart import MIMEMultipart
+    part = MIMEMultipart(subtype, _subparts=parts)
+    del part["MIME-Version"]
+    return part
+
+
+def flatten(part):
+    import io
+    from email.generator import BytesGenerator
+    out = io.BytesIO()
+    BytesGenerator(out, mangle_from_=False, maxheaderlen=0).flatten(part)
+    return out.getvalue()
+
+
+def with_footer_html(markup, footer):
+    at = markup.lower().rfind("</body>")
+    return markup + footer if at < 0 else markup[:at] + footer + markup[at:]
+
+
+def body_part(text, markup, fmt):
+    if fmt == "text":
+        return mime_text(text, "plain")
+    if fmt == "html":
+        return mime_text(markup, "html")
+    return multipart("alternative", [mime_text(text, "plain"), mime_text(markup, "html")])
+
+
+def render_body(d, fmt, follower):
+    """The MIME body (with its Content-* headers) of one variant."""
+    foot_text, foot_html = footers(d, follower)
+    if d.body.opaque:
+        return opaque_with_footer(d.raw, body_part(foot_text, "<html><body>\n%s</body></html>\n" % foot_html, fmt))
+    text = d.text.rstrip("\n") + "\n\n" + foot_text if d.text.strip() else foot_text
+    part = body_part(text, with_footer_html(d.html, foot_html), fmt)
+    if d.body.attachments:
+        part = multipart("mixed", [part] + d.body.attachments)
+    return flatten(part)
+
+
+def opaque_with_footer(raw, footer):
+    """multipart/mixed of the original body, byte for byte, and the footer."""
+    fields, body = header_fields(raw)
+    content = b"".join(f for name, f in fields if name.startswith("content-"))
+    if not content:
+        content = b"Content-Type: text/plain\n"
+    boundary = "mlmpipe-" + secrets.token_hex(12)
+    return b"".join([
+        b'Content-Type: multipart/mixed; boundary="%s"\n\n' % boundary.encode(),
+        b"--%s\n" % boundary.encode(), content, b"\n", body.rstrip(b"\n"), b"\n",
+        b"--%s\n" % boundary.encode(), flatten(footer),
+        b"\n--%s--\n" % boundary.encode()])
+
+
+def header_fields(raw):
+    """[(lower-case name, field bytes with its folded lines)], body bytes."""
+    if raw.startswith(b"\n"):
+        return [], raw[1:]
+    head, _, body = raw.partition(b"\n\n")
+    fields = []
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1][1] += line + b"\n"
+        else:
+            fields.append([line.partition(b":")[0].strip().lower().decode("ascii", "replace"), line + b"\n"])
+    return fields, body
+
+
+def decoded_header(value):
+    import email.header
+    try:
+        return clean_header(str(email.header.make_header(email.header.decode_header(value or ""))))
+    except (LookupError, ValueError, UnicodeError):
+        return clean_header(value)
+
+
+def rewrite_addresses(value, d):
+    """The To or Cc value with this list's addresses turned into the thread's."""
+    pairs = email.utils.getaddresses([value])
+    target = list_address(d.lst, d.thread["name"])
+    out, replaced = [], False
+    for name, address in pairs:
+        local, domain = split_address(address)
+        if domain == d.lst["domain"] and match_list(local, [d.lst["name"]])[0]:
+            replaced = True
+            if target in (a for _, a in out):
+                continue
+            name, address = "", target
+        if address:
+            out.append((name, address))
+    return ", ".join(email.utils.formataddr(p) for p in out), replaced
+
+
+def outgoing_headers(d):
+    """The header block every copy shares (SPEC 5.1), ending before Content-*."""
+    fields, _ = header_fields(d.raw)
+    kept = [f for name, f in fields if name not in DROPPED_HEADERS and name != "cc"]
+    lst, thread = d.lst, d.thread
+    to, in_to = rewrite_addresses(d.msg.get("To") or "", d)
+    cc, in_cc = rewrite_addresses(d.msg.get("Cc") or "", d)
+    if not in_to and not in_cc:
+        to = ", ".join(x for x in (to, list_address(lst, thread["name"])) if x)
+    subject = d.msg.get("Subject") or ""
+    prefix = clean_header(d.settings["subject_prefix"]).replace("LIST", lst["name"])
+    if prefix and prefix.strip().lower() not in decoded_header(subject).lower():
+        subject = prefix + " " + subject.strip() if not prefix.endswith(" ") else prefix + subject.strip()
+    added = [("To", to), ("Subject", subject)]
+    if cc:
+        added.append(("Cc", cc))
+    if not d.msg.get("Message-ID"):
+        added.append(("Message-ID", "<%s>" % d.message_id))
+    if not d.msg.get("Date"):
+        added.append(("Date", email.utils.formatdate(localtime=True)))
+    added += [
+        ("List-Id", "<%s.%s>" % (lst["name"], lst["domain"])),
+        ("List-Post", "<mailto:%s>" % list_address(lst, thread["name"])),
+        ("List-Help", "<mailto:%s>" % list_address(lst, "help")),
+        ("List-Subscribe", "<mailto:%s>" % list_address(lst, "subscribe")),
+        ("List-Unsubscribe", "<mailto:%s>" % list_address(lst, "unsubscribe")),
+        ("Precedence", "list"),
+        ("X-Mlmpipe-Thread", thread["name"]),
+        ("MIME-Version", "1.0"),
+    ]
+    lines = [("%s: %s\n" % (k, v.replace("\r", "").replace("\n", "\n "))).encode("utf-8", "surrogateescape")
+             if k in ("To", "Cc", "Subject") else ("%s: %s\n" % (k, clean_header(v))).encode()
+             for k, v in added]
+    return b"".join(kept) + b"".join(lines)
+
+
+# Sendmail & VERP ############################################################
+# Always `sendmail -i [VERP flag] -f ENVELOPE -- RECIPIENT...`: no shell, no -t.
+
+def sendmail_calls(cfg, lst, recipients):
+    """[(argv tail, recipients)] for one batch, per the verp mode."""
+    if cfg.verp == "per-recipient":
+        return [(["-f", bounce_address(lst, r)], [r]) for r in recipients]
+    if cfg.verp == "postfix":
+        return [(["-XV-=", "-f", bounce_address(lst)], recipients)]
+    if cfg.verp == "qmail":
+        return [(["-f", "%s-bounces-@%s-@[]" % (lst["name"], lst["domain"])], recipients)]
+    return [(["-f", bounce_address(lst)], recipients)]
+
+
+def run_sendmail(cfg, flags, recipients, data):
+    """Hand one message to sendmail; Temporary unless it accepts."""
+    recipients = [r for r in recipients if valid_address(r)]
+    if not recipients:
+        return
+    argv = [cfg.sendmail, "-i"] + flags + ["--"] + recipients
+    try:
+        proc = subprocess.run(argv, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=SENDMAIL_TIMEOUT, close_fds=True)
+    except subprocess.TimeoutExpired:
+        raise Temporary("4.3.0 mlmpipe: %s took longer than %d s; the rest will be retried"
+                        % (cfg.sendmail, SENDMAIL_TIMEOUT))
+    except OSError as exc:
+        raise Temporary("4.3.0 mlmpipe: cannot run %s (%s); the message will be retried"
+                        % (cfg.sendmail, exc.strerror or exc))
+    if proc.returncode != 0:
+        said = clean_header(proc.stderr.decode("utf-8", "replace"))[:200]
+        how = "was killed by signal %d" % -proc.returncode if proc.returncode < 0 else \
+            "exited with %d" % proc.returncode
+        raise Temporary("4.3.0 mlmpipe: %s %s%s; the rest will be retried"
+                        % (cfg.sendmail, how, ": " + said if said else ""))
+
+
+def send_notice(d, to, subject, text, attach=None):
+    """A reply from the list itself (SPEC 5.7): auto-replied, from L-bounces."""
+    from email.message import Message
+    lst = d.lst
+    msg = Message()
+    msg["From"] = "%s list <%s>" % (lst["name"], list_address(lst, "help"))
+    msg["To"] = to
+    msg["Subject"] = clean_header(subject)
+    msg["Date"] = email.utils.formatdate(localtime=True)
+    msg["Message-ID"] = email.utils.make_msgid("mlmpipe", lst["domain"])
+    original = clean_header(d.msg.get("Message-ID") if d.msg is not None else "")
+    if original:
+        msg["In-Reply-To"] = original
+        msg["References"] = original
+    msg["Auto-Submitted"] = "auto-replied"
+    msg["List-Id"] = "<%s.%s>" % (lst["name"], lst["domain"])
+    msg["MIME-Version"] = "1.0"
+    body = mime_text(text, "plain")
+    if attach is not None:
+        body = multipart("mixed", [body, attach])
+    for key, value in body.items():
+        msg[key] = value
+    msg.set_payload(body.get_payload())
+    run_sendmail(d.cfg, ["-f", bounce_address(lst)], [to], flatten(msg))
+
+
+# The pipeline (deliver) #####################################################
+# deliver() reads the message, finds the list and the command, and hands a
+# Delivery to the command's handler.  A post is: claim or check -> store ->
+# distribute -> finish.
+
+class Delivery:
+    """One incoming message and what the pipeline learns about it."""
+
+    def __init__(self, cfg, db, log, raw, oversize, recipient, sender):
+        self.cfg, self.db, self.log = cfg, db, log
+        self.raw, self.oversize = raw, oversize
+        self.recipient, self.sender = recipient, sender
+        self.msg = email.message_from_bytes(raw)
+        self.author = email.utils.parseaddr(self.msg.get("From") or "")[1] or sender
+        self.message_id = (email.utils.parseaddr(self.msg.get("Message-ID") or "")[1]
+                           or "%s@mlmpipe.invalid" % hashlib.sha256(raw).hexdigest()[:32])
+        self.lst = self.settings = self.command = self.member = None
+        self.thread = self.parent = self.existing = self.stored = None
+        self.new_thread = None    # (base, parent) of a thread to create
+        self.kind = "post"
+        self.body = self.text = self.html = None
+        self.recipients = self.batches = 0
+
+
+def read_message(stdin, max_kb):
+    """The message, capped at max_kb (+ whether it was larger), mbox From_ line gone."""
+    limit = max_kb * 1024
+    raw = stdin.read(limit + 1)
+    oversize = len(raw) > limit
+    if oversize:
+        while stdin.read(1 << 16):
+            pass                  # let the MTA finish writing
+        raw = raw[:limit]
+    if b"\r\n" in raw[:4096]:
+        raw = raw.replace(b"\r\n", b"\n")
+    if raw.startswith(b"From "):
+        raw = raw.partition(b"\n")[2]
+    return raw, oversize
+
+
+def deliver(cfg, log, stdin, env, recipient=None, sender=None):
+    """Handle one message from the MTA; raise an Outcome or return None (sent)."""
+    started = time.time()
+    recipient = recipient_address(recipient, env, cfg.qmail_prefix).strip().strip("<>")
+    if not recipient:
+        raise Temporary("4.3.5 mlmpipe: no recipient address (give --recipient, or run it from "
+                        "Postfix or qmail, which set ORIGINAL_RECIPIENT or RECIPIENT)")
+    sender = (env.get("SENDER", "") if sender is None else sender).strip().strip("<>")
+    os.umask(0o077)
+    try:
+        os.chdir(cfg.archive)
+    except OSError as exc:
+        raise temporary_for(exc, "entering the archive %s (run 'mlmpipe.py init')" % cfg.archive)
+    raw, oversize = read_message(stdin, cfg.max_message_kb)
+    db = open_db(cfg)
+    d = Delivery(cfg, db, log, raw, oversize, recipient, sender)
+    find_list(d)
+    handler = HANDLERS.get(d.command.word if d.command.thread is None or d.command.word == "reply"
+                           else "thread-" + d.command.word)
+    if handler is None:
+        word = d.command.word if d.command.thread is None else "thread-" + d.command.word
+        raise Refuse("5.3.3 <%s>: %s is not available yet in this version of mlmpipe; "
+                     "write to %s for what works" % (recipient, NOT_YET.get(word, word),
+                                                     list_address(d.lst, "help")), EX_NOUSER)
+    handler(d)
+    log("list=%s thread=%s message=<%s> outcome=sent recipients=%d batches=%d seconds=%.3f" % (
+        d.lst["name"], d.thread["name"] if d.thread else "-", d.message_id,
+        d.recipients, d.batches, time.time() - started))
+
+
+def find_list(d):
+    """Set d.lst and d.command from the recipient address, or refuse."""
+    local, domain = split_address(d.recipient)
+    candidates = lists_named_like(d.db, local.lower())
+    here = [r for r in candidates if r["domain"] == domain] or candidates
+    name, rest = match_list(local, [r["name"] for r in here])
+    if name is None:
+        raise no_such("5.1.1", d.recipient, "no such mailing list here")
+    d.lst = next(r for r in here if r["name"] == name)
+    d.settings = list_settings(d.db, d.lst)
+    d.command = parse_rest(rest)
+    if d.command is None:
+        raise no_such("5.1.1", d.recipient, "no such command on list %s" % name,
+                      "; write to %s for the list of commands" % list_address(d.lst, "help"))
+    if d.command.thread is not None:
+        d.thread = thread_by_name(d.db, d.lst, d.command.thread)
+        if d.thread is None:
+            raise no_such("5.1.1", d.recipient, "no such thread on list %s" % name,
+                          "; send to %s for the list's threads" % list_address(d.lst, "threads"))
+    member = member_by_address(d.db, d.lst, d.author) or member_by_address(d.db, d.lst, d.sender)
+    d.member = member if member is not None and member["status"] != "deleted" else None
+
+
+def post(d):
+    """A message to L, L-new[-NAME], L-THREAD or L-THREAD-new[-NAME]."""
+    with write(d.db):
+        d.existing = message_by_message_id(d.db, d.lst, d.message_id)
+        if d.existing is not None and d.existing["status"] == "sending":
+            resume(d)
+        else:
+            choose_thread(d)
+            apply_rules(d)
+            store(d)
+    distribute(d)
+    finish(d)
+
+
+def choose_thread(d):
+    """Decide the thread: an existing one (d.thread) or one to create (d.new_thread)."""
+    word, arg = d.command.word, d.command.arg
+    if word == "post":
+        refs = re.findall(r"<([^<>\s]+)>", " ".join(
+            [d.msg.get("References") or "", d.msg.get("In-Reply-To") or ""]))
+        d.thread = thread_of_references(d.db, d.lst, refs)
+    if word == "new" and d.command.thread is not None:
+        d.parent, d.thread = d.thread, None
+    if d.thread is None:
+        subject = decoded_header(d.msg.get("Subject"))
+        base = re.sub(r"[^a-z0-9]", "", arg)[:24] if word == "new" and arg else thread_base(
+            subject.replace(clean_header(d.settings["subject_prefix"]).replace("LIST", d.lst["name"]), ""))
+        d.new_thread = (base, d.parent)
+        d.kind = "first"
+    else:
+        d.kind = "reply"
+
+
+def store(d):
+    """Record the post and write it to the archive, before any copy goes out."""
+    subject = decoded_header(d.msg.get("Subject"))
+    if d.new_thread is not None:
+        base, parent = d.new_thread
+        d.thread = create_thread(d.db, d.lst, base, subject, parent, d.author)
+    values = (d.thread["id"], d.kind, d.author, d.sender, subject, os.getpid(),
+              time.time() + LEASE_SECONDS)
+    if d.existing is not None:            # a held message, now approved
+        d.db.execute("UPDATE messages SET thread_id = ?, kind = ?, author = ?, sender = ?, subject = ?, "
+                     "status = 'sending', reason = NULL, owner_pid = ?, lease_until = ? WHERE id = ?",
+                     values + (d.existing["id"],))
+        message_row = d.existing["id"]
+    else:
+        message_row = d.db.execute(
+            "INSERT INTO messages (thread_id, kind, author, sender, subject, owner_pid, lease_until, "
+            "list_id, message_id, recipient, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending')",
+            values + (d.lst["id"], d.message_id, d.recipient)).lastrowid
+    d.db.execute("UPDATE threads SET messages = messages + 1, last_post = datetime('now'), "
+                 "first_message = coalesce(first_message, ?), "
+                 "status = CASE WHEN status = 'new' AND ? = 'reply' THEN 'active' ELSE status END "
+                 "WHERE id = ?", (message_row, d.kind, d.thread["id"]))
+    if d.member is not None:
+        set_override(d.db, d.thread, d.member["id"], 1)     # posters follow (SPEC 4)
+    d.stored = d.db.execute("SELECT * FROM messages WHERE id = ?", (message_row,)).fetchone()
+    prepare_renderings(d)
+    archive_write(d, ".txt", d.text.encode("utf-8"))
+    archive_write(d, ".html", d.html.encode("utf-8"))
+    if d.existing is None:
+        archive_write(d, ".eml", d.raw)
+
+
+def prepare_renderings(d):
+    d.body = analyse(d.msg)
+    d.text = d.body.text if d.body.text is not None else (
+        html_to_text(d.body.html) if d.body.html is not None else "")
+    d.html = d.body.html if d.body.html is not None else text_to_html(d.text)
+
+
+def archive_path(cfg, list_id, message_row, suffix):
+    return os.path.join(cfg.archive, str(int(list_id)), "%d%s" % (int(message_row), suffix))
+
+
+def archive_write(d, suffix, data):
+    """Write atomically: a temporary file, fsync, rename."""
+    path = archive_path(d.cfg, d.lst["id"], d.stored["id"], suffix)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = "%s.%d.tmp" % (path, os.getpid())
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except OSError as exc:
+        raise temporary_for(exc, "storing the message in %s" % d.cfg.archive)
+
+
+def resume(d):
+    """Take over a distribution a failed or killed process left half done."""
+    row = d.existing
+    if row["lease_until"] and row["lease_until"] > time.time() and pid_alive(row["owner_pid"]):
+        raise Temporary("4.2.0 mlmpipe: this message is being distributed by process %d right now; "
+                        "a copy is not sent twice" % row["owner_pid"])
+    d.db.execute("UPDATE messages SET owner_pid = ?, lease_until = ? WHERE id = ?",
+                 (os.getpid(), time.time() + LEASE_SECONDS, row["id"]))
+    d.stored, d.thread, d.kind = row, thread_by_id(d.db, row["thread_id"]), row["kind"]
+    with open(archive_path(d.cfg, d.lst["id"], row["id"], ".eml"), "rb") as f:
+        d.raw = f.read()
+    d.msg = email.message_from_bytes(d.raw)
+    d.body = analyse(d.msg)
+    with open(archive_path(d.cfg, d.lst["id"], row["id"], ".txt"), encoding="utf-8") as f:
+        d.text = f.read()
+    with open(archive_path(d.cfg, d.lst["id"], row["id"], ".html"), encoding="utf-8") as f:
+        d.html = f.read()
+
+
+def pid_alive(pid):
+    if not pid or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recipient_groups(d):
+    """[(format, follower, SQL condition, params)] in a fixed order (SPEC 4)."""
+    chain = thread_chain(d.db, d.thread)
+    follows, follows_params = follows_sql(chain)
+    groups = []
+    for fmt in FORMATS:
+        if d.kind == "reply":
+            groups.append((fmt, True, follows, follows_params))
+            continue
+        audience, audience_params = audience_sql(chain)
+        both = audience_params + follows_params
+        groups.append((fmt, True, "%s AND %s" % (audience, follows), both))
+        groups.append((fmt, False, "%s AND NOT %s" % (audience, follows), both))
+    return groups
+
+
+def distribute(d):
+    """Send every variant in batches, recording each accepted batch."""
+    headers = outgoing_headers(d)
+    done = progress_of(d.db, d.stored)
+    page = 1 if d.cfg.verp == "per-recipient" else d.cfg.batch_size
+    for fmt, follower, condition, params in recipient_groups(d):
+        variant = "%s/%s" % (fmt, "follower" if follower else "other")
+        after, data = done.get(variant, 0), None
+        while True:
+            rows = recipients_page(d.db, d.lst, fmt, condition, params, after, page)
+            if not rows:
+                break
+            if data is None:
+                data = headers + render_body(d, fmt, follower)
+            for flags, recipients in sendmail_calls(d.cfg, d.lst, [r["address"] for r in rows]):
+                run_sendmail(d.cfg, flags, recipients, data)
+            after = rows[-1]["id"]
+            record_batch(d.db, d.stored, variant, after)
+            d.recipients += len(rows)
+            d.batches += 1
+            if len(rows) < page:
+                break
+
+
+def finish(d):
+    with write(d.db):
+        d.db.execute("UPDATE messages SET status = 'sent', sent = datetime('now'), owner_pid = NULL, "
+                     "lease_until = NULL WHERE id = ?", (d.stored["id"],))
+
+
+# Holds ######################################################################
+
+class Held(Outcome):
+    """Kept for the owners; the MTA's job is done."""
+
+
+def hold(d, reason):
+    """Store the message as held, tell the owners and the sender."""
+    message_row = d.db.execute(
+        "INSERT INTO messages (list_id, message_id, recipient, author, sender, subject, status, reason) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'held', ?)",
+        (d.lst["id"], d.message_id, d.recipient, d.author, d.sender,
+         decoded_header(d.msg.get("Subject")), reason)).lastrowid
+    d.stored = d.db.execute("SELECT * FROM messages WHERE id = ?", (message_row,)).fetchone()
+    archive_write(d, ".eml", d.raw)
+    token = new_token(d.db, d.cfg, d.lst, "hold", message=message_row)
+    lst = d.lst
+    text = ("A message to %s is held: %s.\n\nFrom: %s\nSubject: %s\n\n"
+            "To send it to the list, write to mailto:%s\nTo reject it, write to mailto:%s\n"
+            "or run: mlmpipe.py approve %s %s\n" % (
+                d.recipient, reason, d.author, decoded_header(d.msg.get("Subject")),
+                list_address(lst, "approve-" + token), list_address(lst, "reject-" + token),
+                lst["name"], token))
+    for owner in owners(d):
+        send_notice(d, owner, "Held for %s: %s" % (lst["name"], decoded_header(d.msg.get("Subject"))), text)
+    if rule_automated(d) is None and valid_address(d.author):
+        send_notice(d, d.author, "Your message to %s waits for approval" % lst["name"],
+                    "Your message \"%s\" to %s waits for a list owner's approval (%s).\n"
+                    % (decoded_header(d.msg.get("Subject")), d.recipient, reason))
+    raise Held("held: %s" % reason)
+
+
+def owners(d):
+    return [o.strip() for o in d.settings["owners"].split(",") if valid_address(o.strip())]
+
+
+def approve_held(d, message):
+    """Distribute a held message as if it had just arrived."""
+    with write(d.db):
+        d.existing = message
+        d.recipient = message["recipient"]
+        d.command = parse_rest(match_list(split_address(d.recipient)[0], [d.lst["name"]])[1] or "")
+        if d.command.thread is not None:
+            d.thread = thread_by_name(d.db, d.lst, d.command.thread)
+            if d.thread is None:
+                d.command = Command("post")
+        choose_thread(d)
+        store(d)
+    distribute(d)
+    finish(d)
+
+
+def reject_held(d, message, reason):
+    with write(d.db):
+        d.db.execute("UPDATE messages SET status = 'rejected', reason = ? WHERE id = ?",
+                     (reason, message["id"]))
+    if valid_address(message["author"]) and rule_automated(d) is None:
+        send_notice(d, message["author"], "Your message to %s was not accepted" % d.lst["name"],
+                    "Your message \"%s\" to %s was rejected by a list owner%s.\n" % (
+                        message["subject"], message["recipient"], ": " + reason if reason else ""))
+
+
+# Membership & commands ######################################################
+# Commands by mail act at once for a member and answer with a short note.
+
+def command_member(d):
+    """The member a command speaks for, or None after telling a non-member."""
+    if rule_automated(d) is not None:
+        raise Discard("automated mail to a command address: %s" % rule_automated(d))
+    if d.member is None:
+        to = d.author if valid_address(d.author) else d.sender
+        if valid_address(to):
+            send_notice(d, to, "You are not a member of %s" % d.lst["name"],
+                        "%s is not a member of the list %s, so nothing was changed.\n"
+                        "To join, write to mailto:%s\n" % (to, d.lst["name"], list_address(d.lst, "subscribe")))
+        raise Discard("command from non-member %s" % to)
+    return d.member
+
+
+def follow_thread(d):
+    """L-THREAD-subscribe / -unsubscribe."""
+    member = command_member(d)
+    follow = d.command.word == "subscribe"
+    chain = thread_chain(d.db, d.thread)
+    with write(d.db):
+        was = is_follower(d.db, chain, member["id"])
+        set_override(d.db, d.thread, member["id"], 1 if follow else 0)
+    name, subject = d.thread["name"], d.thread["subject"]
+    if follow:
+        text = ("You now follow the thread %s (\"%s\") on %s and get its messages.\n"
+                "To stop, write to mailto:%s\n" % (name, subject, d.lst["name"],
+                                                  list_address(d.lst, name + "-unsubscribe")))
+        earlier = [] if was else catch_up(d)
+        attach = None
+        if earlier:
+            text += "\nThe %d earlier message(s) you did not receive are attached as a digest.\n" % len(earlier)
+            attach = multipart("digest", earlier)
+        send_notice(d, member["address"], "You follow %s on %s" % (name, d.lst["name"]), text, attach)
+    else:
+        send_notice(d, member["address"], "You no longer follow %s on %s" % (name, d.lst["name"]),
+                    "You will no longer get the messages of the thread %s (\"%s\") on %s.\n"
+                    "To follow it again, write to mailto:%s\n" % (
+                        name, subject, d.lst["name"], list_address(d.lst, name + "-subscribe")))
+
+
+def catch_up(d):
+    """message/rfc822 parts of the thread's later messages (not the first)."""
+    from email.mime.message import MIMEMessage
+    parts = []
+    for row in d.db.execute("SELECT id FROM messages WHERE thread_id = ? AND status = 'sent' "
+                            "AND kind = 'reply' ORDER BY id", (d.thread["id"],)):
+        try:
+            with open(archive_path(d.cfg, d.lst["id"], row["id"], ".eml"), "rb") as f:
+                part = MIMEMessage(email.message_from_bytes(f.read()))
+        except OSError:
+            continue
+        del part["MIME-Version"]
+        parts.append(part)
+    return parts
+
+
+def change_setting(d):
+    """L-set-WORD."""
+    member = command_member(d)
+    column, value = SETTINGS[d.command.arg]
+    with write(d.db):
+        d.db.execute("UPDATE members SET %s = ? WHERE id = ?" % column, (value, member["id"]))
+    meaning = {
+        "all": "every message of each new thread", "first": "only the first message of each new thread",
+        "text": "plain text", "html": "HTML", "both": "text and HTML together (multipart/alternative)",
+        "nomail": "no mail at all until you write to %s" % list_address(d.lst, "set-mail"),
+        "mail": "mail again",
+    }[d.command.arg]
+    send_notice(d, member["address"], "Your setting on %s: %s" % (d.lst["name"], d.command.arg),
+                "From now on you receive %s from %s.\n" % (meaning, d.lst["name"]))
+
+
+def active_threads(db, lst):
+    return db.execute("SELECT * FROM threads WHERE list_id = ? AND status != 'closed' "
+                      "ORDER BY number DESC", (lst["id"],)).fetchall()
+
+
+def send_threads(d):
+    """L-threads."""
+    member = command_member(d)
+    send_notice(d, member["address"], "Threads of %s" % d.lst["name"], threads_text(d.db, d.lst))
+
+
+def threads_text(db, lst):
+    lines = ["Active threads of %s:\n" % lst["name"]]
+    for t in active_threads(db, lst):
+        lines.append("%s  \"%s\" (%d messages)\n  write: mailto:%s\n  follow: mailto:%s\n"
+                     "  stop following: mailto:%s\n" % (
+                         t["name"], t["subject"], t["messages"], list_address(lst, t["name"]),
+                         list_address(lst, t["name"] + "-subscribe"),
+                         list_address(lst, t["name"] + "-unsubscribe")))
+    if len(lines) == 1:
+        lines.append("(none yet: start one by writing to %s)\n" % list_address(lst, "new"))
+    return "\n".join(lines)
+
+
+def send_help(d):
+    """L-help."""
+    member = command_member(d)
+    a = lambda rest: list_address(d.lst, rest)          # noqa: E731
+    text = (
+        "Commands of the list %(n)s: write an empty message to an address.\n\n"
+        "Posting\n  %(post)s  a message (a reply goes to its thread)\n"
+        "  %(new)s  start a new thread\n  %(newname)s  start a new thread called NAME\n"
+        "  %(t)s  write to THREAD\n  %(tnew)s  start a thread for THREAD's followers\n\n"
+        "Threads\n  %(tsub)s  follow THREAD\n  %(tunsub)s  stop following THREAD\n"
+        "  %(threads)s  list the active threads\n\n"
+        "Your settings\n  %(all)s / %(first)s  every message of new threads / only their first\n"
+        "  %(text)s / %(html)s / %(both)s  the format you receive\n"
+        "  %(nomail)s / %(mail)s  pause / resume delivery\n"
+        "  %(unsub)s  leave the list\n" % dict(
+            n=d.lst["name"], post=a(""), new=a("new"), newname=a("new-NAME"), t=a("THREAD"),
+            tnew=a("THREAD-new"), tsub=a("THREAD-subscribe"), tunsub=a("THREAD-unsubscribe"),
+            threads=a("threads"), all=a("set-all"), first=a("set-first"), text=a("set-text"),
+            html=a("set-html"), both=a("set-both"), nomail=a("set-nomail"), mail=a("set-mail"),
+            unsub=a("unsubscribe")))
+    send_notice(d, member["address"], "Help for %s" % d.lst["name"], text)
+
+
+def owner_action(d):
+    """L-approve-TOKEN / L-reject-TOKEN from an owner."""
+    if rule_automated(d) is not None:
+        raise Discard("automated mail to a command address")
+    if d.author.lower() not in [o.lower() for o in owners(d)]:
+        raise Refuse("5.7.1 <%s>: only an owner of %s can approve or reject held messages"
+                     % (d.recipient, d.lst["name"]), EX_NOPERM)
+    with write(d.db):
+        token = take_token(d.db, d.cfg, d.lst, "hold", d.command.arg)
+    if token is None:
+        raise Refuse("5.7.1 <%s>: this token is unknown, used or expired" % d.recipient, EX_NOPERM)
+    message = d.db.execute("SELECT * FROM messages WHERE id = ?", (token["message"],)).fetchone()
+    held = Delivery(d.cfg, d.db, d.log, read_archived(d.cfg, message), False, message["recipient"],
+                    message["sender"])
+    held.lst, held.settings = d.lst, d.settings
+    if d.command.word == "approve":
+        held.member = member_by_address(d.db, d.lst, held.author)
+        approve_held(held, message)
+    else:
+        reject_held(held, message, "")
+    d.thread = held.thread
+
+
+def read_archived(cfg, message):
+    with open(archive_path(cfg, message["list_id"], message["id"], ".eml"), "rb") as f:
+        return f.read()
+
+
+HANDLERS = {
+    "post": post, "new": post, "reply": post, "thread-new": post,
+    "thread-subscribe": follow_thread, "thread-unsubscribe": follow_thread,
+    "set": change_setting, "threads": send_threads, "help": send_help,
+    "approve": owner_action, "reject": owner_action,
+}
+
+
+# Bounces ####################################################################
+# L-bounces and L-bounces-USER=HOST arrive with the bounce-processing issue;
+# until then deliver() refuses them plainly (NOT_YET).
+
+# Digests & cron #############################################################
+# `cron` (digests, expiry, idle threads, bounce housekeeping) arrives with the
+# digest and bounce issues; until then the subcommand says so.
+
+
+# Admin subcommands ##########################################################
+# Each takes the docopt arguments and returns an exit code; a problem is an
+# AdminError with one plain sentence.
+
+class AdminError(Exception):
+    """A plain sentence for the administrator; exit status 1."""
+
+
+def need_list(db, name):
+    lst = list_by_name(db, (name or "").lower())
+    if lst is None:
+        raise AdminError("there is no list called %s (see 'mlmpipe.py lists')" % name)
+    return lst
+
+
+def print_json(value):
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def cmd_init(cfg, args):
+    """Create the database, the archive and the secret."""
+    os.umask(0o077)
+    for path in (os.path.dirname(os.path.abspath(cfg.database)), cfg.archive):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    open_db(cfg, create=True).close()
+    os.chmod(cfg.database, 0o600)
+    if not cfg.secret:
+        write_secret(cfg.path, secrets.token_hex(32))
+        print("wrote a new secret into %s" % cfg.path)
+    print("database %s ready (schema version %d), archive %s" % (cfg.database, SCHEMA_VERSION, cfg.archive))
+    return 0
+
+
+def write_secret(path, secret):
+    """Add `secret = ...` to the [mlmpipe] section, keeping the rest of the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    if re.search(r"^\[mlmpipe\]\s*$", text, flags=re.M):
+        text = re.sub(r"^\[mlmpipe\]\s*$", "[mlmpipe]\nsecret = %s" % secret, text, count=1, flags=re.M)
+    else:
+        text = "[mlmpipe]\nsecret = %s\n%s" % (secret, text)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def cmd_newlist(cfg, args):
+    db = open_db(cfg)
+    name = args["LIST"].lower()
+    if not LIST_NAME_RE.match(name) or "--" in name:
+        raise AdminError("a list name is 2 to 32 lowercase letters, digits and hyphens, "
+                         "not starting or ending with a hyphen")
+    for other in db.execute("SELECT name FROM lists").fetchall():
+        for longer, shorter in ((name, other[0]), (other[0], name)):
+            if longer.startswith(shorter + "-") and parse_rest(longer[len(shorter) + 1:]) is not None:
+                raise AdminError("the name %s would hide the address %s of list %s; choose another"
+                                 % (name, longer, shorter))
+    owners_ = args["--owner"]
+    bad = [o for o in owners_ if not valid_address(o)]
+    if bad:
+        raise AdminError("not a valid owner address: %s" % ", ".join(bad))
+    domain = (args["--domain"] or cfg.domain).lower()
+    try:
+        with write(db):
+            db.execute("INSERT INTO lists (name, domain) VALUES (?, ?)", (name, domain))
+            set_list_setting(db, list_by_name(db, name, domain), "owners", ",".join(owners_))
+    except sqlite3.IntegrityError:
+        raise AdminError("the list %s@%s exists already" % (name, domain))
+    print("created list %s@%s; route its addresses to mlmpipe (see 'mlmpipe.py mta-config postfix %s')"
+          % (name, domain, name))
+    return 0
+
+
+def cmd_rmlist(cfg, args):
+    db = open_db(cfg)
+    lst = need_list(db, args["LIST"])
+    with write(db):
+        db.execute("DELETE FROM lists WHERE id = ?", (lst["id"],))
+    print("removed list %s; its archive %s is left in place"
+          % (lst["name"], os.path.join(cfg.archive, str(lst["id"]))))
+    return 0
+
+
+def cmd_lists(cfg, args):
+    db = open_db(cfg)
+    rows = db.execute(
+        "SELECT l.name, l.domain, (SELECT count(*) FROM members m WHERE m.list_id = l.id "
+        "AND m.status != 'deleted') AS members, (SELECT count(*) FROM threads t "
+        "WHERE t.list_id = l.id) AS threads FROM lists l ORDER BY l.name").fetchall()
+    if args["--json"]:
+        print_json([dict(r) for r in rows])
+    for r in [] if args["--json"] else rows:
+        print("%s@%s  %d members  %d threads" % (r["name"], r["domain"], r["members"], r["threads"]))
+    return 0
+
+
+def cmd_config(cfg, args):
+    db = open_db(cfg)
+    lst = need_list(db, args["LIST"])
+    settings = list_settings(db, lst)
+    key, value = args["KEY"], args["VALUE"]
+    if key is None:
+        for k in sorted(settings):
+            print("%s = %s" % (k, settings[k]))
+        return 0
+    if key not in LIST_DEFAULTS:
+        raise AdminError("unknown setting %s; the settings are %s" % (key, ", ".join(sorted(LIST_DEFAULTS))))
+    if value is None:
+        print(settings[key])
+        return 0
+    if key in LIST_CHOICES and value not in LIST_CHOICES[key]:
+        raise AdminError("%s must be one of %s" % (key, ", ".join(LIST_CHOICES[key])))
+    if key in LIST_NUMBERS and not value.isdigit():
+        raise AdminError("%s must be a whole number" % key)
+    if key == "owners" and not all(valid_address(o.strip()) for o in value.split(",")):
+        raise AdminError("owners must be comma-separated mail addresses")
+    with write(db):
+        set_list_setting(db, lst, key, clean_header(value) if key != "subject_prefix" else
+                         value.replace("\r", "").replace("\n", ""))
+    print("%s = %s" % (key, value))
+    return 0
+
+
+def cmd_add(cfg, args):
+    db = open_db(cfg)
+    lst = need_list(db, args["LIST"])
+    fmt = args["--format"] or "both"
+    if fmt not in FORMATS:
+        raise AdminError("--format must be text, html or both")
+    bad = [a for a in args["ADDR"] if not valid_address(a)]
+    if bad:
+        raise AdminError("not a valid mail address: %s" % ", ".join(bad))
+    with write(db):
+        for address in args["ADDR"]:
+            add_member(db, lst, address, 0 if args["--first"] else 1, fmt)
+    print("added %d member(s) to %s" % (len(args["ADDR"]), lst["name"]))
+    return 0
+
+
+def cmd_remove(cfg, args):
+    db = open_db(cfg)
+    lst = need_list(db, args["LIST"])
+    missing = []
+    with write(db):
+        for address in args["ADDR"]:
+            member = member_by_address(db, lst, address)
+            if member is None:
+                missing.append(address)
+            else:
+                db.execute("UPDATE members SET status = 'deleted' WHERE id = ?", (member["id"],))
+    if missing:
+        raise AdminError("not members of %s: %s" % (lst["name"], ", ".join(missing)))
+    print("removed %d member(s) from %s" % (len(args["ADDR"]), lst["name"]))
+    return 0
+
+
+def cmd_members(cfg, args):
+    db = open_db(cfg)
+    lst = need_list(db, args["LIST"])
+    rows = [{"address": r["address"], "preference": "all" if r["preference"] else "first",
+             "format": r["format"], "status": r["status"], "bounce_score": r["bounce_score"],
+             "joined": r["joined"]}
+            for r in db.execute("SELECT m.*, s.address FROM members m JOIN subscribers s "
+                                "ON s.id = m.subscriber_id WHERE m.list_id = ? ORDER BY s.address",
+                                (lst["id"],))]
+    if args["--json"]:
+        print_json(rows)
+    for r in [] if args["--json"] else rows:
+        print("%-40s %-5s %-4s %-8s bounces=%d" % (r["address"], r["preference"], r["format"],
+                                                  r["status"], r["bounce_score"]))
+    return 0
+
+
+def cmd_threads(cfg, args):
+    db = open_db(cfg)
+    lst = need_list(db, args["LIST"])
+    rows = db.execute(
+        "SELECT t.*, p.name AS parent_name FROM threads t LEFT JOIN threads p ON p.id = t.parent_id "
+        "WHERE t.list_id = ? AND (? OR t.status != 'closed') ORDER BY t.number",
+        (lst["id"], bool(args["--all"]))).fetchall()
+    out = [{"name": r["name"], "subject": r["subject"], "status": r["status"], "parent": r["parent_name"],
+            "messages": r["messages"], "originator": r["originator"], "created": r["created"],
+            "last_post": r["last_post"], "address": list_address(lst, r["name"])} for r in rows]
+    if args["--json"]:
+        print_json(out)
+    for r in [] if args["--json"] else out:
+        print("%-28s %-9s %3d msgs  %s" % (r["name"], r["status"], r["messages"], r["subject"]))
+    return 0
+
+
+def cmd_thread(cfg, args):
+    db = open_db(cfg)
+    lst = need_list(db, args["LIST"])
+    thread = thread_by_name(db, lst, (args["THREAD"] or "").lower())
+    if thread is None:
+        raise AdminError("list %s has no thread %s" % (lst["name"], args["THREAD"]))
+    status = "perpetual" if args["perpetual"] else "closed" if args["close"] else \
+        "active" if thread["messages"] > 1 else "new"
+    with write(db):
+        db.execute("UPDATE threads SET status = ? WHERE id = ?", (status, thread["id"]))
+    print("thread %s of %s is now %s" % (thread["name"], lst["name"], status))
+    return 0
+
+
+def cmd_held(cfg, args):
+    db = open_db(cfg)
+    lst = need_list(db, args["LIST"])
+    rows = db.execute("SELECT m.*, t.hash FROM messages m LEFT JOIN tokens t ON t.message = m.id "
+                      "WHERE m.list_id = ? AND m.status = 'held' ORDER BY m.id", (lst["id"],)).fetchall()
+    out = [{"token": None, "id": r["id"], "reason": r["reason"], "sender": r["author"] or r["sender"],
+            "subject": r["subject"], "received": r["received"]} for r in rows]
+    if args["--json"]:
+        print_json(out)
+    for r in [] if args["--json"] else out:
+        print("%5d  %-30s %s  (%s)" % (r["id"], r["sender"], r["subject"], r["reason"]))
+    return 0
+
+
+def cmd_approve(cfg, args):
+    return held_action(cfg, args, "approve")
+
+
+def cmd_reject(cfg, args):
+    return held_action(cfg, args, "reject")
+
+
+def held_action(cfg, args, action):
+    """approve/reject by token (from the owners' notice) or by held message number."""
+    db = open_db(cfg)
+    lst = need_list(db, args["LIST"])
+    token = args["TOKEN"]
+    with write(db):
+        row = take_token(db, cfg, lst, "hold", token)
+    message_row = row["message"] if row else int(token) if token.isdigit() else None
+    message = db.execute("SELECT * FROM messages WHERE id = ? AND list_id = ? AND status = 'held'",
+                         (message_row, lst["id"])).fetchone()
+    if message is None:
+        raise AdminError("no held message of %s has the token or number %s" % (lst["name"], token))
+    os.umask(0o077)
+    d = Delivery(cfg, db, Log(cfg.log), read_archived(cfg, message), False, message["recipient"],
+                 message["sender"])
+    d.lst, d.settings = lst, list_settings(db, lst)
+    d.member = member_by_address(db, lst, d.author)
+    if action == "approve":
+        approve_held(d, message)
+        print("sent message %d to %d recipient(s) of %s in thread %s"
+              % (message["id"], d.recipients, lst["name"], d.thread["name"]))
+    else:
+        reject_held(d, message, args["--reason"] or "")
+        print("rejected message %d" % message["id"])
+    return 0
+
+
+def cmd_not_yet(cfg, args):
+    raise AdminError("this subcommand arrives with a later version of mlmpipe")
+
+
+def cmd_mta_config(cfg, args):
+    db = open_db(cfg)
+    lst = need_list(db, args["LIST"])
+    here = os.path.abspath(__file__)
+    conf = os.path.abspath(cfg.path)
+    name, domain = lst["name"], lst["domain"]
+    if args["postfix"]:
+        print(POSTFIX_TEMPLATE % dict(name=name, domain=domain, python=sys.executable, prog=here, conf=conf))
+    else:
+        print(QMAIL_TEMPLATE % dict(name=name, domain=domain, python=sys.executable, prog=here, conf=conf))
+    return 0
+
+
+POSTFIX_TEMPLATE = """\
+# Postfix set-up for %(name)s@%(domain)s (see examples/postfix/ for details).
+#
+# Recommended: give the lists their own domain and pipe all of it to mlmpipe.
+# /etc/postfix/main.cf:
+relay_domains = $mydestination, %(domain)s
+transport_maps = hash:/etc/postfix/transport
+mlmpipe_destination_recipient_limit = 1
+#
+# /etc/postfix/transport (then run: postmap /etc/postfix/transport):
+%(domain)s  mlmpipe:
+#
+# /etc/postfix/master.cf (one line, the argv continues on the indented line):
+mlmpipe   unix  -       n       n       -       -       pipe
+  flags=Rq user=mlmpipe argv=%(python)s %(prog)s deliver -c %(conf)s
+    --recipient=${original_recipient} --sender=${sender}
+#
+# The user mlmpipe must own the database and archive named in %(conf)s.
+# Then: postfix reload
+#
+# The simpler alias way (list names without '-'): in main.cf
+#   recipient_delimiter = -
+#   owner_request_special = no
+# and in /etc/aliases (then run: newaliases):
+#   %(name)s: "|%(python)s %(prog)s deliver -c %(conf)s"
+# local(8) then runs mlmpipe as the owner of the aliases file (or
+# default_privs) for %(name)s@ and every %(name)s-...@ address."""
+
+QMAIL_TEMPLATE = """\
+# qmail set-up for %(name)s@%(domain)s (see examples/dot-qmail/ for details).
+# In the home directory of the user that runs mlmpipe (which owns the database
+# and archive named in %(conf)s), create two files with this one line:
+#
+# ~/.qmail-%(name)s and ~/.qmail-%(name)s-default
+|%(python)s %(prog)s deliver -c %(conf)s
+#
+# For a virtual domain (control/virtualdomains: %(domain)s:lists) use
+# ~lists/.qmail-default with the same line and set qmail_prefix = lists-
+# in %(conf)s, so mlmpipe removes it from $RECIPIENT's local part."""
+
+
+def cmd_check(cfg, args):
+    """Say in plain words what is wrong with the installation."""
+    problems = []
+    if not os.path.exists(cfg.path):
+        problems.append("the configuration file %s does not exist" % cfg.path)
+    if not cfg.secret:
+        problems.append("no secret in %s: run 'mlmpipe.py init'" % cfg.path)
+    try:
+        db = open_db(cfg)
+        db.execute("SELECT count(*) FROM lists").fetchone()
+        if os.stat(cfg.database).st_mode & 0o077:
+            problems.append("the database %s can be read by other users (chmod 600)" % cfg.database)
+    except (Outcome, sqlite3.Error, OSError) as exc:
+        problems.append(str(exc).split(" ", 1)[-1].replace("mlmpipe: ", ""))
+    if not os.path.isdir(cfg.archive):
+        problems.append("the archive %s does not exist: run 'mlmpipe.py init'" % cfg.archive)
+    else:
+        if not os.access(cfg.archive, os.W_OK):
+            problems.append("the archive %s is not writable by this user" % cfg.archive)
+        if os.stat(cfg.archive).st_mode & 0o077:
+            problems.append("the archive %s can be read by other users (chmod 700)" % cfg.archive)
+    if not (os.path.isfile(cfg.sendmail) and os.access(cfg.sendmail, os.X_OK)):
+        problems.append("the sendmail program %s is missing or not executable" % cfg.sendmail)
+    for p in problems:
+        print("problem: %s" % p)
+    if not problems:
+        print("ok: configuration %s, database %s, archive %s, sendmail %s"
+              % (cfg.path, cfg.database, cfg.archive, cfg.sendmail))
+    return 1 if problems else 0
+
+
+SUBCOMMANDS = {
+    "init": cmd_init, "newlist": cmd_newlist, "rmlist": cmd_rmlist, "lists": cmd_lists,
+    "config": cmd_config, "add": cmd_add, "remove": cmd_remove, "members": cmd_members,
+    "threads": cmd_threads, "thread": cmd_thread, "held": cmd_held, "approve": cmd_approve,
+    "reject": cmd_reject, "cron": cmd_not_yet, "export": cmd_not_yet, "import": cmd_not_yet,
+    "mta-config": cmd_mta_config, "check": cmd_check,
+}
+
+
+# main() #####################################################################
+
+def exit_code(outcome, qmail):
+    """The only place outcomes become exit codes."""
+    if qmail:
+        return QMAIL_CODES[outcome.kind]
+    return outcome.code
+
+
+def deliver_options(argv):
+    """deliver's options without docopt (fast start); None if unusual."""
+    opts = {"--config": None, "--recipient": None, "--sender": None}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        key, eq, value = arg.partition("=")
+        if key == "-c" and not eq and args:
+            key, value = "--config", args.pop(0)
+        elif key.startswith("-c") and not key.startswith("--") and len(key) > 2:
+            key, value = "--config", arg[2:]
+        elif key not in opts or not eq:
+            if key in opts and args:
+                value = args.pop(0)
+            else:
+                return None
+        opts[key] = value
+    return opts
+
+
+def run_deliver(opts, stdin, env):
+    qmail = bool(env.get("RPLINE") or env.get("DTLINE"))
+    log = Log("stderr")
+    try:
+        cfg = load_config(config_path(opts["--config"], env))
+        log = Log(cfg.log)
+        deliver(cfg, log, stdin, env, opts["--recipient"], opts["--sender"])
+        return exit_code(Outcome(), qmail)
+    except Outcome as outcome:
+        result = outcome
+    except (sqlite3.Error, OSError) as exc:
+        log.traceback()
+        result = temporary_for(exc, "delivering")
+    except Exception:
+        log.traceback()
+        result = Temporary("4.3.0 mlmpipe: internal error; the message is kept and will be retried "
+                           "(details in the mail log)")
+    log("recipient=%s sender=%s outcome=%s %s" % (
+        clean_header(opts["--recipient"] or env.get("ORIGINAL_RECIPIENT") or env.get("RECIPIENT")),
+        clean_header(opts["--sender"] if opts["--sender"] is not None else env.get("SENDER")),
+        type(result).__name__.lower(), result.sentence))
+    if result.kind != "ok":
+        sys.stderr.write(result.sentence + "\n")
+    return exit_code(result, qmail)
+
+
+def main(argv=None, stdin=None, env=None):
+    """Run one subcommand; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    env = os.environ if env is None else env
+    if argv[:1] == ["deliver"]:
+        opts = deliver_options(argv[1:])
+        if opts is not None:
+            return run_deliver(opts, stdin or sys.stdin.buffer, env)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    try:
+        import docopt
+    except ImportError:
+        sys.stderr.write("mlmpipe needs docopt-ng for this command: pip install -r requirements.txt\n")
+        return 1
+    try:
+        args = docopt.docopt(__doc__, argv=argv, default_help=False)
+    except docopt.DocoptExit:
+        sys.stderr.write("unknown command or arguments: mlmpipe.py %s\n(see 'mlmpipe.py --help')\n"
+                         % " ".join(argv))
+        return 64
+    if args["deliver"]:
+        return run_deliver(args, stdin or sys.stdin.buffer, env)
+    command = next(name for name in SUBCOMMANDS if args.get(name))
+    try:
+        cfg = load_config(config_path(args["--config"], env), must_exist=command != "init")
+        return SUBCOMMANDS[command](cfg, args)
+    except (AdminError, Outcome) as exc:
+        sys.stderr.write("mlmpipe %s: %s\n" % (command, str(exc).replace("4.3.5 mlmpipe: ", "")))
+    except (sqlite3.Error, OSError) as exc:
+        sys.stderr.write("mlmpipe %s: %s\n" % (command, exc))
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
