@@ -1,0 +1,258 @@
+"""Unit tests of mlmpipe's pure parts: addresses, recipient selection, rendering."""
+import doctest
+import email
+import os
+import sqlite3
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import mlmpipe  # noqa: E402
+from mlmpipe import Command, parse_rest  # noqa: E402
+
+
+def test_docstring_examples():
+    failures, tried = doctest.testmod(mlmpipe)
+    assert tried >= 8 and failures == 0
+
+
+# Addresses ##################################################################
+
+@pytest.mark.parametrize("rest, expected", [
+    ("", Command("post")),
+    ("new", Command("new")),
+    ("new-Deadlines-2027", Command("new", "deadlines-2027")),
+    ("fellowships51", Command("reply", thread="fellowships51")),
+    ("Fellowships51", Command("reply", thread="fellowships51")),
+    ("fellowships51-new", Command("new", thread="fellowships51")),
+    ("fellowships51-new-visa", Command("new", "visa", thread="fellowships51")),
+    ("fellowships51-subscribe", Command("subscribe", thread="fellowships51")),
+    ("fellowships51-UNSUBSCRIBE", Command("unsubscribe", thread="fellowships51")),
+    ("fellowships51-digest-weekly", Command("digest", "weekly", thread="fellowships51")),
+    ("fellowships51-summary", Command("summary", thread="fellowships51")),
+    ("subscribe", Command("subscribe")),
+    ("set-first", Command("set", "first")),
+    ("set-nomail", Command("set", "nomail")),
+    ("watch-visa.h1b", Command("watch", "visa.h1b")),
+    ("confirm-abc123", Command("confirm", "abc123")),
+    ("bounces", Command("bounces")),
+    ("bounces-ann-x=example.org", Command("bounces", "ann-x=example.org")),
+    ("threads", Command("threads")),
+    ("help", Command("help")),
+])
+def test_parse_rest_known(rest, expected):
+    assert parse_rest(rest) == expected
+
+
+@pytest.mark.parametrize("rest", [
+    "helpme", "set", "set-purple", "subscribe-now", "fellowships", "fellowships51-frob",
+    "fellowships51-digest-hourly", "confirm", "help-x", "fellowships51-subscribe-x",
+])
+def test_parse_rest_unknown(rest):
+    assert parse_rest(rest) is None
+
+
+def test_longest_list_name_wins():
+    names = ["sys", "sys-ters", "systers"]
+    assert mlmpipe.match_list("sys-ters-help", names) == ("sys-ters", "help")
+    assert mlmpipe.match_list("sys-help", names) == ("sys", "help")
+    assert mlmpipe.match_list("SYSTERS", names) == ("systers", "")
+    assert mlmpipe.match_list("systersx", names) == (None, None)
+
+
+def test_recipient_address_sources_in_order():
+    env = {"ORIGINAL_RECIPIENT": "a@x", "RECIPIENT": "lists-b@x"}
+    assert mlmpipe.recipient_address("c@x", env) == "c@x"
+    assert mlmpipe.recipient_address(None, env) == "a@x"
+    assert mlmpipe.recipient_address(None, {"RECIPIENT": "lists-b@x"}, "lists-") == "b@x"
+    assert mlmpipe.recipient_address(None, {"RECIPIENT": "b@x"}, "lists-") == "b@x"
+    assert mlmpipe.recipient_address(None, {}) == ""
+
+
+@pytest.mark.parametrize("address, ok", [
+    ("ann@example.org", True), ("a.b+c@x.y", True), ("-fevil@x", False), ("a b@x", False),
+    ("a@b@c", False), ("ann", False), ("a\n@x", False), ("", False), ("a@x\r", False),
+])
+def test_valid_address(address, ok):
+    assert mlmpipe.valid_address(address) is ok
+
+
+def test_thread_base():
+    assert mlmpipe.thread_base("AAUW fellowships") == "aauwfellowships"
+    assert mlmpipe.thread_base("Re: Fwd: Ça va?") == "ava"
+    assert mlmpipe.thread_base("!!!") == ""
+    assert len(mlmpipe.thread_base("x" * 80)) == 24
+
+
+def test_verp_calls():
+    lst = {"name": "sys", "domain": "l.org"}
+
+    class Cfg:
+        verp = None
+    cfg = Cfg()
+    rcpts = ["a@x.org", "b@y.org"]
+    cfg.verp = "postfix"
+    assert mlmpipe.sendmail_calls(cfg, lst, rcpts) == [(["-XV-=", "-f", "sys-bounces@l.org"], rcpts)]
+    cfg.verp = "qmail"
+    assert mlmpipe.sendmail_calls(cfg, lst, rcpts) == [(["-f", "sys-bounces-@l.org-@[]"], rcpts)]
+    cfg.verp = "off"
+    assert mlmpipe.sendmail_calls(cfg, lst, rcpts) == [(["-f", "sys-bounces@l.org"], rcpts)]
+    cfg.verp = "per-recipient"
+    assert mlmpipe.sendmail_calls(cfg, lst, rcpts) == [
+        (["-f", "sys-bounces-a=x.org@l.org"], ["a@x.org"]),
+        (["-f", "sys-bounces-b=y.org@l.org"], ["b@y.org"])]
+
+
+# Recipient selection ########################################################
+
+@pytest.fixture
+def db():
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    with open(os.path.join(mlmpipe.HERE, "schema.sql")) as f:
+        conn.executescript(f.read())
+    conn.execute("INSERT INTO lists (name, domain) VALUES ('sys', 'l.org')")
+    return conn
+
+
+def members(db, lst, spec):
+    """spec: {address: (preference, status)} -> {address: id}"""
+    ids = {}
+    for address, (pref, status) in spec.items():
+        ids[address] = mlmpipe.add_member(db, lst, address, pref, "text")
+        db.execute("UPDATE members SET status = ? WHERE id = ?", (status, ids[address]))
+    return ids
+
+
+def selected(db, lst, condition, params):
+    rows = mlmpipe.recipients_page(db, lst, "text", condition, params, 0, 1000)
+    return {r["address"] for r in rows}
+
+
+def test_followers_and_audience(db):
+    lst = db.execute("SELECT * FROM lists").fetchone()
+    ids = members(db, lst, {
+        "all@x": (1, "active"), "first@x": (0, "active"), "allunsub@x": (1, "active"),
+        "firstsub@x": (0, "active"), "nomail@x": (1, "nomail"), "gone@x": (1, "deleted"),
+        "disabled@x": (1, "disabled"),
+    })
+    top = mlmpipe.create_thread(db, lst, "topic", "Topic", None, "all@x")
+    mlmpipe.set_override(db, top, ids["allunsub@x"], 0)
+    mlmpipe.set_override(db, top, ids["firstsub@x"], 1)
+    chain = mlmpipe.thread_chain(db, top)
+    follows = mlmpipe.follows_sql(chain)
+    assert selected(db, lst, *follows) == {"all@x", "firstsub@x"}
+    assert selected(db, lst, *mlmpipe.audience_sql(chain)) == {"all@x", "first@x", "allunsub@x", "firstsub@x"}
+
+    child = mlmpipe.create_thread(db, lst, "sub", "Sub", top, "all@x")
+    chain = mlmpipe.thread_chain(db, child)
+    assert [t["name"] for t in chain] == [child["name"], top["name"]]
+    # audience(child) = followers(top); followers(child) = "all" among them, plus subscribers.
+    assert selected(db, lst, *mlmpipe.audience_sql(chain)) == {"all@x", "firstsub@x"}
+    assert selected(db, lst, *mlmpipe.follows_sql(chain)) == {"all@x"}
+    mlmpipe.set_override(db, child, ids["first@x"], 1)
+    assert selected(db, lst, *mlmpipe.follows_sql(chain)) == {"all@x", "first@x"}
+    assert mlmpipe.is_follower(db, chain, ids["first@x"])
+    assert not mlmpipe.is_follower(db, chain, ids["firstsub@x"])
+
+
+def test_thread_numbers_increase_per_list(db):
+    lst = db.execute("SELECT * FROM lists").fetchone()
+    names = [mlmpipe.create_thread(db, lst, base, "", None, None)["name"] for base in ("a", "", "c")]
+    assert names == ["a1", "thread2", "c3"]
+
+
+def test_recipient_query_uses_indexes(db):
+    lst = db.execute("SELECT * FROM lists").fetchone()
+    top = mlmpipe.create_thread(db, lst, "t", "", None, None)
+    condition, params = mlmpipe.follows_sql(mlmpipe.thread_chain(db, top))
+    plan = " ".join(r[3] for r in db.execute(
+        "EXPLAIN QUERY PLAN SELECT m.id, s.address FROM members m JOIN subscribers s ON s.id = m.subscriber_id "
+        "WHERE m.list_id = ? AND m.status = 'active' AND m.format = ? AND m.id > ? AND %s "
+        "ORDER BY m.id LIMIT ?" % condition, [lst["id"], "text", 0] + params + [10]))
+    assert "members_delivery" in plan and "SCAN" not in plan.replace("SCAN CONSTANT", "")
+    assert "USE TEMP B-TREE" not in plan
+
+
+# Rendering ##################################################################
+
+def parse(raw):
+    return email.message_from_bytes(raw)
+
+
+def test_text_to_html_escapes_and_links():
+    out = mlmpipe.text_to_html("<b>hi</b> & bye\nline2\n\nhttps://e.org/a_b).")
+    assert "&lt;b&gt;hi&lt;/b&gt; &amp; bye<br>\nline2" in out
+    assert '<a href="https://e.org/a_b">https://e.org/a_b</a>).' in out
+
+
+def test_html_to_text():
+    assert "Hello **world**" in mlmpipe.html_to_text("<p>Hello <b>world</b></p>")
+
+
+def test_analyse_shapes():
+    alt = parse(b'Content-Type: multipart/alternative; boundary="b"\n\n--b\nContent-Type: text/plain\n\nplain\n'
+                b'--b\nContent-Type: text/html\n\n<p>rich</p>\n--b--\n')
+    body = mlmpipe.analyse(alt)
+    assert body.text.strip() == "plain" and body.html.strip() == "<p>rich</p>" and not body.attachments
+    mixed = parse(b'Content-Type: multipart/mixed; boundary="m"\n\n--m\nContent-Type: text/plain\n\nsee file\n'
+                  b'--m\nContent-Type: application/pdf\nContent-Disposition: attachment; filename="a.pdf"\n'
+                  b'Content-Transfer-Encoding: base64\n\nJVBERi0=\n--m--\n')
+    body = mlmpipe.analyse(mixed)
+    assert body.text.strip() == "see file" and len(body.attachments) == 1
+    signed = parse(b'Content-Type: multipart/signed; protocol="application/pgp-signature"; boundary="s"\n\n'
+                   b'--s\nContent-Type: text/plain\n\nsigned\n--s\nContent-Type: application/pgp-signature\n\n'
+                   b'SIG\n--s--\n')
+    assert mlmpipe.analyse(signed).opaque
+
+
+def test_header_fields_keep_folding():
+    fields, body = mlmpipe.header_fields(b"A: 1\nB: 2\n  more\nC: 3\n\nbody\n")
+    assert [n for n, _ in fields] == ["a", "b", "c"]
+    assert fields[1][1] == b"B: 2\n  more\n" and body == b"body\n"
+
+
+def test_signed_message_is_kept_byte_for_byte():
+    signed_body = (b'--s\nContent-Type: text/plain\n\nsigned  text \n--s\n'
+                   b'Content-Type: application/pgp-signature\n\nSIG\n--s--\n')
+    raw = (b'From: a@x\nContent-Type: multipart/signed; protocol="application/pgp-signature";\n'
+           b' boundary="s"\n\n' + signed_body)
+    footer = mlmpipe.mime_text("-- \nfooter\n", "plain")
+    out = mlmpipe.opaque_with_footer(raw, footer)
+    assert signed_body.rstrip(b"\n") in out
+    msg = parse(b"MIME-Version: 1.0\n" + out)
+    parts = msg.get_payload()
+    assert msg.get_content_type() == "multipart/mixed"
+    assert parts[0].get_content_type() == "multipart/signed"
+    assert "footer" in parts[1].get_payload()
+
+
+def test_rewrite_addresses():
+    class D:
+        lst = {"name": "sys", "domain": "l.org"}
+        thread = {"name": "topic3"}
+    value, replaced = mlmpipe.rewrite_addresses("Ann <ann@x.org>, sys-new@l.org, SYS@l.org", D)
+    assert replaced and value == "Ann <ann@x.org>, sys-topic3@l.org"
+    value, replaced = mlmpipe.rewrite_addresses("ann@x.org, other@l.org", D)
+    assert not replaced and value == "ann@x.org, other@l.org"
+
+
+def test_deliver_options_parse_without_docopt():
+    assert mlmpipe.deliver_options(["-c", "f", "--recipient=a@b", "--sender", ""]) == {
+        "--config": "f", "--recipient": "a@b", "--sender": ""}
+    assert mlmpipe.deliver_options(["--bogus"]) is None
+
+
+def test_read_message_strips_from_line_and_caps():
+    import io
+    raw, over = mlmpipe.read_message(io.BytesIO(b"From a@b Sat Jan  1\r\nSubject: x\r\n\r\nhi\r\n"), 1)
+    assert raw == b"Subject: x\n\nhi\n" and not over
+    raw, over = mlmpipe.read_message(io.BytesIO(b"x" * 5000), 1)
+    assert over and len(raw) == 1024
+
+
+def test_exit_codes_per_mta():
+    temp, perm = mlmpipe.Temporary("4.3.0 x"), mlmpipe.Refuse("5.1.1 x")
+    assert [mlmpipe.exit_code(o, False) for o in (mlmpipe.Outcome(), temp, perm)] == [0, 75, 67]
+    assert [mlmpipe.exit_code(o, True) for o in (mlmpipe.Outcome(), temp, perm)] == [0, 111, 100]
