@@ -69,7 +69,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EX_OK, EX_DATAERR, EX_NOUSER, EX_TEMPFAIL, EX_NOPERM = 0, 65, 67, 75, 77
 QMAIL_CODES = {"ok": 0, "permanent": 100, "temporary": 111}
 
-TOKEN_BYTES = 15                  # 120 random bits
+TOKEN_BYTES = 10                  # 80 random bits, and as many of HMAC tag
 TOKEN_DAYS = 7
 LEASE_SECONDS = 120               # a distributing process renews its claim per batch
 SENDMAIL_TIMEOUT = 300            # seconds one sendmail call may take
@@ -176,6 +176,10 @@ class Outcome(Exception):
 
 class Discard(Outcome):
     """Accepted and dropped on purpose (loop, duplicate)."""
+
+
+class Held(Outcome):
+    """Kept for the owners; the MTA's job is done."""
 
 
 class Refuse(Outcome):
@@ -605,26 +609,30 @@ def record_batch(db, message, variant, last_member):
 
 
 def new_token(db, cfg, lst, purpose, message=None, address=None):
-    token = secrets.token_bytes(TOKEN_BYTES).hex()
-    db.execute("INSERT INTO tokens (hash, list_id, purpose, message, address, expires) "
+    """A single-use token: 80 random bits and their HMAC tag."""
+    nonce = secrets.token_hex(TOKEN_BYTES)
+    db.execute("INSERT INTO tokens (nonce, list_id, purpose, message, address, expires) "
                "VALUES (?, ?, ?, ?, ?, ?)",
-               (token_hash(cfg, token), lst["id"], purpose, message, address,
-                time.time() + TOKEN_DAYS * 86400))
-    return token
+               (nonce, lst["id"], purpose, message, address, time.time() + TOKEN_DAYS * 86400))
+    return nonce + token_tag(cfg, lst, purpose, nonce)
 
 
-def token_hash(cfg, token):
-    return hmac.new(cfg.secret.encode(), token.lower().encode(), hashlib.sha256).hexdigest()
+def token_tag(cfg, lst, purpose, nonce):
+    key = ("%s:%d:%s" % (purpose, lst["id"], nonce)).encode()
+    return hmac.new(cfg.secret.encode(), key, hashlib.sha256).hexdigest()[:TOKEN_BYTES * 2]
 
 
 def take_token(db, cfg, lst, purpose, token):
     """The token's row when it is valid; it is used up."""
-    wanted = token_hash(cfg, token)
-    row = db.execute("SELECT * FROM tokens WHERE hash = ? AND list_id = ? AND purpose = ?",
-                     (wanted, lst["id"], purpose)).fetchone()
-    if row is None or not hmac.compare_digest(row["hash"], wanted) or row["expires"] < time.time():
+    token = (token or "").lower()
+    nonce, tag = token[:TOKEN_BYTES * 2], token[TOKEN_BYTES * 2:]
+    if not hmac.compare_digest(tag.encode(), token_tag(cfg, lst, purpose, nonce).encode()):
         return None
-    db.execute("DELETE FROM tokens WHERE hash = ?", (wanted,))
+    row = db.execute("SELECT * FROM tokens WHERE nonce = ? AND list_id = ? AND purpose = ?",
+                     (nonce, lst["id"], purpose)).fetchone()
+    if row is None or row["expires"] < time.time():
+        return None
+    db.execute("DELETE FROM tokens WHERE nonce = ?", (nonce,))
     return row
 
 
@@ -702,7 +710,11 @@ RULES = (
 
 
 def apply_rules(d):
-    """Run RULES in order; the first that applies decides."""
+    """Run RULES in order; the first that applies decides.
+
+    Discards and refusals are raised; a hold is returned as its reason so
+    the caller stores it in the same transaction.
+    """
     for rule, action in RULES:
         reason = rule(d)
         if reason is None:
@@ -717,7 +729,8 @@ def apply_rules(d):
         if action == "return":
             raise Refuse("5.7.1 <%s>: %s; start a new thread by writing to %s"
                          % (d.recipient, reason, list_address(d.lst, "new")), EX_NOPERM)
-        hold(d, reason)
+        return reason
+    return None
 
 
 # Rendering ##################################################################
@@ -1054,6 +1067,7 @@ class Delivery:
         self.kind = "post"
         self.body = self.text = self.html = None
         self.recipients = self.batches = 0
+        self.outcome = "done"      # what the log line says happened
 
 
 def read_message(stdin, max_kb):
@@ -1097,8 +1111,8 @@ def deliver(cfg, log, stdin, env, recipient=None, sender=None):
                      "write to %s for what works" % (recipient, NOT_YET.get(word, word),
                                                      list_address(d.lst, "help")), EX_NOUSER)
     handler(d)
-    log("list=%s thread=%s message=<%s> outcome=sent recipients=%d batches=%d seconds=%.3f" % (
-        d.lst["name"], d.thread["name"] if d.thread else "-", d.message_id,
+    log("list=%s thread=%s message=<%s> outcome=%s recipients=%d batches=%d seconds=%.3f" % (
+        d.lst["name"], d.thread["name"] if d.thread else "-", d.message_id, d.outcome,
         d.recipients, d.batches, time.time() - started))
 
 
@@ -1127,14 +1141,20 @@ def find_list(d):
 
 def post(d):
     """A message to L, L-new[-NAME], L-THREAD or L-THREAD-new[-NAME]."""
+    held = None
     with write(d.db):
         d.existing = message_by_message_id(d.db, d.lst, d.message_id)
         if d.existing is not None and d.existing["status"] == "sending":
             resume(d)
         else:
             choose_thread(d)
-            apply_rules(d)
-            store(d)
+            held = apply_rules(d)
+            if held:
+                hold(d, held)
+            else:
+                store(d)
+    if held:
+        raise Held("held: %s" % held)
     distribute(d)
     finish(d)
 
@@ -1288,16 +1308,13 @@ def distribute(d):
 
 
 def finish(d):
+    d.outcome = "sent"
     with write(d.db):
         d.db.execute("UPDATE messages SET status = 'sent', sent = datetime('now'), owner_pid = NULL, "
                      "lease_until = NULL WHERE id = ?", (d.stored["id"],))
 
 
 # Holds ######################################################################
-
-class Held(Outcome):
-    """Kept for the owners; the MTA's job is done."""
-
 
 def hold(d, reason):
     """Store the message as held, tell the owners and the sender."""
@@ -1322,7 +1339,6 @@ def hold(d, reason):
         send_notice(d, d.author, "Your message to %s waits for approval" % lst["name"],
                     "Your message \"%s\" to %s waits for a list owner's approval (%s).\n"
                     % (decoded_header(d.msg.get("Subject")), d.recipient, reason))
-    raise Held("held: %s" % reason)
 
 
 def owners(d):
@@ -1495,9 +1511,11 @@ def owner_action(d):
     if d.command.word == "approve":
         held.member = member_by_address(d.db, d.lst, held.author)
         approve_held(held, message)
+        d.outcome = "approved"
     else:
         reject_held(held, message, "")
-    d.thread = held.thread
+        d.outcome = "rejected"
+    d.thread, d.recipients, d.batches = held.thread, held.recipients, held.batches
 
 
 def read_archived(cfg, message):
@@ -1732,14 +1750,16 @@ def cmd_thread(cfg, args):
 def cmd_held(cfg, args):
     db = open_db(cfg)
     lst = need_list(db, args["LIST"])
-    rows = db.execute("SELECT m.*, t.hash FROM messages m LEFT JOIN tokens t ON t.message = m.id "
-                      "WHERE m.list_id = ? AND m.status = 'held' ORDER BY m.id", (lst["id"],)).fetchall()
-    out = [{"token": None, "id": r["id"], "reason": r["reason"], "sender": r["author"] or r["sender"],
+    rows = db.execute("SELECT m.*, t.nonce FROM messages m LEFT JOIN tokens t ON t.message = m.id "
+                      "AND t.purpose = 'hold' WHERE m.list_id = ? AND m.status = 'held' ORDER BY m.id",
+                      (lst["id"],)).fetchall()
+    out = [{"token": r["nonce"] and r["nonce"] + token_tag(cfg, lst, "hold", r["nonce"]), "id": r["id"],
+            "reason": r["reason"], "sender": r["author"] or r["sender"],
             "subject": r["subject"], "received": r["received"]} for r in rows]
     if args["--json"]:
         print_json(out)
     for r in [] if args["--json"] else out:
-        print("%5d  %-30s %s  (%s)" % (r["id"], r["sender"], r["subject"], r["reason"]))
+        print("%s  %-30s %s  (%s)" % (r["token"], r["sender"], r["subject"], r["reason"]))
     return 0
 
 

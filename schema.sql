@@ -106,10 +106,11 @@ CREATE TABLE IF NOT EXISTS progress (
     PRIMARY KEY (message, variant)
 ) WITHOUT ROWID;
 
--- Single-use tokens (held messages, confirmations).  Only a keyed hash of the
--- token is stored.
+-- Single-use tokens (held messages, confirmations).  A token is this random
+-- nonce plus an HMAC tag made with the configuration's secret, so the
+-- database alone does not hold a usable token.
 CREATE TABLE IF NOT EXISTS tokens (
-    hash     TEXT PRIMARY KEY,
+    nonce    TEXT PRIMARY KEY,
     list_id  INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
     purpose  TEXT NOT NULL,                      -- 'hold'
     message  INTEGER REFERENCES messages(id) ON DELETE CASCADE,
