@@ -138,8 +138,7 @@ THREAD_WORDS = {
 }
 # Commands whose issue has not landed yet: refused plainly.
 NOT_YET = {
-    "subscribe": "joining by mail", "unsubscribe": "leaving by mail",
-    "confirm": "confirmations", "watch": "keyword watches",
+    "watch": "keyword watches",
     "unwatch": "keyword watches", "owner": "mail to the owners",
     "request": "commands by mail to -request", "bounces": "bounce processing",
     "thread-digest": "thread digests", "thread-summary": "summaries by mail",
@@ -680,8 +679,7 @@ def rule_post_policy(d):
     if policy == "members" and d.member is None:
         return "the author %s is not a member" % (d.author or d.sender)
     if policy == "domain":
-        allowed = {x.strip().lower() for x in d.settings["allowed_domains"].split(",") if x.strip()}
-        if split_address(d.author)[1] not in allowed:
+        if split_address(d.author)[1] not in allowed_domains(d.settings):
             return "the author %s is outside the list's domains" % d.author
 
 
@@ -1019,7 +1017,7 @@ def run_sendmail(cfg, flags, recipients, data):
                         % (cfg.sendmail, how, ": " + said if said else ""))
 
 
-def send_notice(d, to, subject, text, attach=None):
+def send_notice(d, to, subject, text, attach=None, reply_to=None):
     """A reply from the list itself (SPEC 5.7): auto-replied, from L-bounces."""
     from email.message import Message
     lst = d.lst
@@ -1033,6 +1031,8 @@ def send_notice(d, to, subject, text, attach=None):
     if original:
         msg["In-Reply-To"] = original
         msg["References"] = original
+    if reply_to:
+        msg["Reply-To"] = reply_to
     msg["Auto-Submitted"] = "auto-replied"
     msg["List-Id"] = "<%s.%s>" % (lst["name"], lst["domain"])
     msg["MIME-Version"] = "1.0"
@@ -1374,16 +1374,26 @@ def reject_held(d, message, reason):
 # Membership & commands ######################################################
 # Commands by mail act at once for a member and answer with a short note.
 
-def command_member(d):
-    """The member a command speaks for, or None after telling a non-member."""
+def requester(d):
+    """The address a command answers: From, else the envelope sender.
+
+    Automated mail (SPEC 5.7) is never answered nor acted on.
+    """
     if rule_automated(d) is not None:
         raise Discard("automated mail to a command address: %s" % rule_automated(d))
+    to = d.author if valid_address(d.author) else d.sender
+    if not valid_address(to):
+        raise Discard("command with no usable address to answer")
+    return to.lower()
+
+
+def command_member(d):
+    """The member a command speaks for; a non-member is told how to join."""
+    to = requester(d)
     if d.member is None:
-        to = d.author if valid_address(d.author) else d.sender
-        if valid_address(to):
-            send_notice(d, to, "You are not a member of %s" % d.lst["name"],
-                        "%s is not a member of the list %s, so nothing was changed.\n"
-                        "To join, write to mailto:%s\n" % (to, d.lst["name"], list_address(d.lst, "subscribe")))
+        send_notice(d, to, "You are not a member of %s" % d.lst["name"],
+                    "%s is not a member of the list %s, so nothing was changed.\n"
+                    "To join, write to mailto:%s\n" % (to, d.lst["name"], list_address(d.lst, "subscribe")))
         raise Discard("command from non-member %s" % to)
     return d.member
 
@@ -1471,10 +1481,14 @@ def threads_text(db, lst):
 
 
 def send_help(d):
-    """L-help."""
-    member = command_member(d)
-    a = lambda rest: list_address(d.lst, rest)          # noqa: E731
-    text = (
+    """L-help: every command address; non-members may ask too."""
+    to = d.member["address"] if d.member is not None and rule_automated(d) is None else requester(d)
+    send_notice(d, to, "Help for %s" % d.lst["name"], help_text(d.lst))
+
+
+def help_text(lst):
+    a = lambda rest: list_address(lst, rest)          # noqa: E731
+    return (
         "Commands of the list %(n)s: write an empty message to an address.\n\n"
         "Posting\n  %(post)s  a message (a reply goes to its thread)\n"
         "  %(new)s  start a new thread\n  %(newname)s  start a new thread called NAME\n"
@@ -1484,13 +1498,102 @@ def send_help(d):
         "Your settings\n  %(all)s / %(first)s  every message of new threads / only their first\n"
         "  %(text)s / %(html)s / %(both)s  the format you receive\n"
         "  %(nomail)s / %(mail)s  pause / resume delivery\n"
-        "  %(unsub)s  leave the list\n" % dict(
-            n=d.lst["name"], post=a(""), new=a("new"), newname=a("new-NAME"), t=a("THREAD"),
+        "  %(sub)s  join the list\n  %(unsub)s  leave the list\n"
+        "  %(owner)s  write to the list's owners\n  %(help)s  this help\n" % dict(
+            n=lst["name"], post=a(""), new=a("new"), newname=a("new-NAME"), t=a("THREAD"),
             tnew=a("THREAD-new"), tsub=a("THREAD-subscribe"), tunsub=a("THREAD-unsubscribe"),
             threads=a("threads"), all=a("set-all"), first=a("set-first"), text=a("set-text"),
             html=a("set-html"), both=a("set-both"), nomail=a("set-nomail"), mail=a("set-mail"),
-            unsub=a("unsubscribe")))
-    send_notice(d, member["address"], "Help for %s" % d.lst["name"], text)
+            sub=a("subscribe"), unsub=a("unsubscribe"), owner=a("owner"), help=a("help")))
+
+
+def subscribe(d):
+    """L-subscribe: confirm by mail, or ask the owners on a closed list (SPEC 5.2)."""
+    address, lst, policy = requester(d), d.lst, d.settings["subscribe_policy"]
+    if d.member is not None and d.member["address"] == address:
+        send_notice(d, address, "You are already on %s" % lst["name"],
+                    "%s is already a member of %s; nothing was changed.\n\n%s" % (address, lst["name"], help_text(lst)))
+        return
+    if policy == "domain" and split_address(address)[1] not in allowed_domains(d.settings):
+        send_notice(d, address, "You cannot join %s" % lst["name"],
+                    "The list %s is open only to addresses at %s, so %s cannot join it.\n"
+                    % (lst["name"], ", ".join(sorted(allowed_domains(d.settings))), address))
+        d.outcome = "refused"
+        return
+    if policy == "closed":
+        with write(d.db):
+            token = new_token(d.db, d.cfg, lst, "join", address=address)
+        for owner in owners(d):
+            send_notice(d, owner, "Subscription request for %s: %s" % (lst["name"], address),
+                        "%s asks to join %s.\nTo let them in, write to mailto:%s\n"
+                        "To refuse, write to mailto:%s\n" % (
+                            address, lst["name"], list_address(lst, "approve-" + token),
+                            list_address(lst, "reject-" + token)))
+        send_notice(d, address, "Your request to join %s" % lst["name"],
+                    "The owners of %s decide who joins; they have your request.\n" % lst["name"])
+        d.outcome = "held"
+        return
+    ask_confirmation(d, address, "subscribe", "join", "You will get every new thread's first message.")
+
+
+def unsubscribe(d):
+    """L-unsubscribe: confirmed by mail."""
+    address = requester(d)
+    if d.member is None:
+        send_notice(d, address, "You are not on %s" % d.lst["name"],
+                    "%s is not a member of %s; nothing was changed.\n" % (address, d.lst["name"]))
+        return
+    ask_confirmation(d, d.member["address"], "unsubscribe", "leave", "")
+
+
+def ask_confirmation(d, address, purpose, verb, extra):
+    with write(d.db):
+        token = new_token(d.db, d.cfg, d.lst, purpose, address=address)
+    confirm = list_address(d.lst, "confirm-" + token)
+    send_notice(d, address, "Confirm: %s %s" % (verb, d.lst["name"]),
+                "Someone, probably you, asked that %s %s the list %s. %s\n\n"
+                "To confirm, reply to this message or write to mailto:%s\n"
+                "If you did not ask, ignore this message: nothing changes. "
+                "The request expires in %d days.\n" % (address, verb, d.lst["name"], extra, confirm, TOKEN_DAYS),
+                reply_to=confirm)
+    d.outcome = "confirmation asked"
+
+
+def confirm(d):
+    """L-confirm-TOKEN: carry out a subscribe or unsubscribe request."""
+    requester(d)
+    with write(d.db):
+        token = (take_token(d.db, d.cfg, d.lst, "subscribe", d.command.arg)
+                 or take_token(d.db, d.cfg, d.lst, "unsubscribe", d.command.arg))
+        if token is not None and token["purpose"] == "subscribe":
+            add_member(d.db, d.lst, token["address"])
+        elif token is not None:
+            leave(d.db, d.lst, token["address"])
+    if token is None:
+        raise Refuse("5.7.1 <%s>: this confirmation is unknown, used or expired; ask again by writing to %s"
+                     % (d.recipient, list_address(d.lst, "subscribe")), EX_NOPERM)
+    if token["purpose"] == "subscribe":
+        welcome(d, token["address"])
+    else:
+        send_notice(d, token["address"], "You left %s" % d.lst["name"],
+                    "%s is no longer a member of %s. To come back, write to mailto:%s\n"
+                    % (token["address"], d.lst["name"], list_address(d.lst, "subscribe")))
+    d.outcome = "confirmed " + token["purpose"]
+
+
+def welcome(d, address):
+    send_notice(d, address, "Welcome to %s" % d.lst["name"],
+                "Welcome to %s. You get the first message of every new thread, and the rest of the threads "
+                "you follow.\n\n%s\n%s" % (d.lst["name"], threads_text(d.db, d.lst), help_text(d.lst)))
+
+
+def leave(db, lst, address):
+    db.execute("UPDATE members SET status = 'deleted' WHERE list_id = ? AND subscriber_id = "
+               "(SELECT id FROM subscribers WHERE address = ?)", (lst["id"], address.lower()))
+
+
+def allowed_domains(settings):
+    return {x.strip().lower() for x in settings["allowed_domains"].split(",") if x.strip()}
 
 
 def owner_action(d):
@@ -1501,9 +1604,13 @@ def owner_action(d):
         raise Refuse("5.7.1 <%s>: only an owner of %s can approve or reject held messages"
                      % (d.recipient, d.lst["name"]), EX_NOPERM)
     with write(d.db):
-        token = take_token(d.db, d.cfg, d.lst, "hold", d.command.arg)
+        token = (take_token(d.db, d.cfg, d.lst, "hold", d.command.arg)
+                 or take_token(d.db, d.cfg, d.lst, "join", d.command.arg))
     if token is None:
         raise Refuse("5.7.1 <%s>: this token is unknown, used or expired" % d.recipient, EX_NOPERM)
+    if token["purpose"] == "join":
+        d.outcome = decide_join(d, token["address"], d.command.word == "approve")
+        return
     message = d.db.execute("SELECT * FROM messages WHERE id = ?", (token["message"],)).fetchone()
     held = Delivery(d.cfg, d.db, d.log, read_archived(d.cfg, message), False, message["recipient"],
                     message["sender"])
@@ -1518,6 +1625,18 @@ def owner_action(d):
     d.thread, d.recipients, d.batches = held.thread, held.recipients, held.batches
 
 
+def decide_join(d, address, approve):
+    """An owner's answer to a closed list's subscription request."""
+    if approve:
+        with write(d.db):
+            add_member(d.db, d.lst, address)
+        welcome(d, address)
+        return "approved subscription"
+    send_notice(d, address, "Your request to join %s" % d.lst["name"],
+                "The owners of %s did not accept your request to join.\n" % d.lst["name"])
+    return "rejected subscription"
+
+
 def read_archived(cfg, message):
     with open(archive_path(cfg, message["list_id"], message["id"], ".eml"), "rb") as f:
         return f.read()
@@ -1527,6 +1646,7 @@ HANDLERS = {
     "post": post, "new": post, "reply": post, "thread-new": post,
     "thread-subscribe": follow_thread, "thread-unsubscribe": follow_thread,
     "set": change_setting, "threads": send_threads, "help": send_help,
+    "subscribe": subscribe, "unsubscribe": unsubscribe, "confirm": confirm,
     "approve": owner_action, "reject": owner_action,
 }
 
@@ -1756,6 +1876,11 @@ def cmd_held(cfg, args):
     out = [{"token": r["nonce"] and r["nonce"] + token_tag(cfg, lst, "hold", r["nonce"]), "id": r["id"],
             "reason": r["reason"], "sender": r["author"] or r["sender"],
             "subject": r["subject"], "received": r["received"]} for r in rows]
+    out += [{"token": r["nonce"] + token_tag(cfg, lst, "join", r["nonce"]), "id": None,
+             "reason": "asks to join a closed list", "sender": r["address"], "subject": "(subscription request)",
+             "received": None}
+            for r in db.execute("SELECT * FROM tokens WHERE list_id = ? AND purpose = 'join' AND expires > ?",
+                                (lst["id"], time.time()))]
     if args["--json"]:
         print_json(out)
     for r in [] if args["--json"] else out:
@@ -1777,7 +1902,12 @@ def held_action(cfg, args, action):
     lst = need_list(db, args["LIST"])
     token = args["TOKEN"]
     with write(db):
-        row = take_token(db, cfg, lst, "hold", token)
+        row = take_token(db, cfg, lst, "hold", token) or take_token(db, cfg, lst, "join", token)
+    if row is not None and row["purpose"] == "join":
+        d = Delivery(cfg, db, Log(cfg.log), b"\n", False, list_address(lst), "")
+        d.lst, d.settings = lst, list_settings(db, lst)
+        print("%s: %s" % (decide_join(d, row["address"], action == "approve"), row["address"]))
+        return 0
     message_row = row["message"] if row else int(token) if token.isdigit() else None
     message = db.execute("SELECT * FROM messages WHERE id = ? AND list_id = ? AND status = 'held'",
                          (message_row, lst["id"])).fetchone()

@@ -140,7 +140,7 @@ def test_closed_thread_returns_post_with_how_to_start_new(mixed):
 
 
 def test_not_yet_commands_are_refused_plainly(mixed):
-    for rest in ("subscribe", "owner", "bounces-ann=example.org", "request"):
+    for rest in ("watch-visa", "owner", "bounces-ann=example.org", "request"):
         proc = mixed.deliver(make_msg(ALL_TEXT, mixed.addr(rest), "x"), to=mixed.addr(rest))
         assert proc.returncode == 67, rest
         assert proc.stderr_text.startswith("5.3.3 ") and "not available yet" in proc.stderr_text
