@@ -530,8 +530,8 @@ def thread_of_references(db, lst, message_ids):
 
 def create_thread(db, lst, base, subject, parent, originator):
     """Allocate the list's next thread number and make the thread."""
-    number = db.execute("UPDATE lists SET next_thread = next_thread + 1 WHERE id = ? "
-                        "RETURNING next_thread - 1", (lst["id"],)).fetchone()[0]
+    number = db.execute("SELECT next_thread FROM lists WHERE id = ?", (lst["id"],)).fetchone()[0]
+    db.execute("UPDATE lists SET next_thread = ? WHERE id = ?", (number + 1, lst["id"]))
     name = "%s%d" % (base or "thread", number)
     db.execute("INSERT INTO threads (list_id, number, name, subject, parent_id, originator) "
                "VALUES (?, ?, ?, ?, ?, ?)",
@@ -1100,6 +1100,8 @@ def deliver(cfg, log, stdin, env, recipient=None, sender=None):
     except OSError as exc:
         raise temporary_for(exc, "entering the archive %s (run 'mlmpipe.py init')" % cfg.archive)
     raw, oversize = read_message(stdin, cfg.max_message_kb)
+    if not re.match(rb"[!-9;-~]+:", raw):
+        raise Refuse("5.6.0 <%s>: the message is empty or has no header" % recipient, EX_DATAERR)
     db = open_db(cfg)
     d = Delivery(cfg, db, log, raw, oversize, recipient, sender)
     find_list(d)

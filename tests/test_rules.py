@@ -145,3 +145,10 @@ def test_not_yet_commands_are_refused_plainly(mixed):
         assert proc.returncode == 67, rest
         assert proc.stderr_text.startswith("5.3.3 ") and "not available yet" in proc.stderr_text
         assert "Traceback" not in proc.stderr_text
+
+
+def test_empty_or_headerless_message_is_unusable(mixed):
+    for raw in (b"", b"\n\njust a body\n", b"no header line here\n"):
+        proc = mixed.deliver(raw, to=mixed.addr(), sender="x@example.org")
+        assert proc.returncode == 65 and proc.stderr_text.startswith("5.6.0 "), raw
+    assert mixed.take() == []
