@@ -138,9 +138,8 @@ THREAD_WORDS = {
 }
 # Commands whose issue has not landed yet: refused plainly.
 NOT_YET = {
-    "watch": "keyword watches",
-    "unwatch": "keyword watches", "owner": "mail to the owners",
-    "request": "commands by mail to -request", "bounces": "bounce processing",
+    "watch": "keyword watches", "unwatch": "keyword watches",
+    "request": "commands by mail to -request",
     "thread-digest": "thread digests", "thread-summary": "summaries by mail",
     "thread-close": "closing a thread by mail",
 }
@@ -1109,7 +1108,7 @@ def deliver(cfg, log, stdin, env, recipient=None, sender=None):
                            else "thread-" + d.command.word)
     if handler is None:
         word = d.command.word if d.command.thread is None else "thread-" + d.command.word
-        raise Refuse("5.3.3 <%s>: %s is not available yet in this version of mlmpipe; "
+        raise Refuse("5.3.3 <%s>: this version of mlmpipe does not handle %s yet; "
                      "write to %s for what works" % (recipient, NOT_YET.get(word, word),
                                                      list_address(d.lst, "help")), EX_NOUSER)
     handler(d)
@@ -1415,9 +1414,13 @@ def follow_thread(d):
                                                   list_address(d.lst, name + "-unsubscribe")))
         earlier = [] if was else catch_up(d)
         attach = None
-        if earlier:
-            text += "\nThe %d earlier message(s) you did not receive are attached as a digest.\n" % len(earlier)
-            attach = multipart("digest", earlier)
+        if earlier and member["format"] == "text":
+            text += "\nThe %s you did not receive follow.\n\n%s" % (
+                plural(len(earlier), "earlier message"), digest_text(d, earlier))
+        elif earlier:
+            text += "\nThe %s you did not receive are attached as a digest.\n" % plural(
+                len(earlier), "earlier message")
+            attach = digest_mime(d, earlier)
         send_notice(d, member["address"], "You follow %s on %s" % (name, d.lst["name"]), text, attach)
     else:
         send_notice(d, member["address"], "You no longer follow %s on %s" % (name, d.lst["name"]),
@@ -1427,19 +1430,35 @@ def follow_thread(d):
 
 
 def catch_up(d):
-    """message/rfc822 parts of the thread's later messages (not the first)."""
+    """The thread's later messages (not the first) that were sent."""
+    return d.db.execute("SELECT * FROM messages WHERE thread_id = ? AND status = 'sent' "
+                        "AND kind = 'reply' ORDER BY id", (d.thread["id"],)).fetchall()
+
+
+def digest_mime(d, rows):
+    """multipart/digest of the stored messages."""
     from email.mime.message import MIMEMessage
     parts = []
-    for row in d.db.execute("SELECT id FROM messages WHERE thread_id = ? AND status = 'sent' "
-                            "AND kind = 'reply' ORDER BY id", (d.thread["id"],)):
-        try:
-            with open(archive_path(d.cfg, d.lst["id"], row["id"], ".eml"), "rb") as f:
-                part = MIMEMessage(email.message_from_bytes(f.read()))
-        except OSError:
-            continue
+    for row in rows:
+        part = MIMEMessage(email.message_from_bytes(read_archived(d.cfg, row)))
         del part["MIME-Version"]
         parts.append(part)
-    return parts
+    return multipart("digest", parts)
+
+
+def digest_text(d, rows):
+    """The stored messages' text renderings, RFC 1153 style."""
+    out = []
+    for row in rows:
+        with open(archive_path(d.cfg, row["list_id"], row["id"], ".txt"), encoding="utf-8") as f:
+            body = f.read().strip("\n")
+        out.append("Date: %s\nFrom: %s\nSubject: %s\n\n%s\n\n------------------------------\n\n" % (
+            row["received"], row["author"], row["subject"], body))
+    return "".join(out)
+
+
+def plural(n, word):
+    return "%d %s%s" % (n, word, "" if n == 1 else "s")
 
 
 def change_setting(d):
@@ -1472,9 +1491,9 @@ def send_threads(d):
 def threads_text(db, lst):
     lines = ["Active threads of %s:\n" % lst["name"]]
     for t in active_threads(db, lst):
-        lines.append("%s  \"%s\" (%d messages)\n  write: mailto:%s\n  follow: mailto:%s\n"
+        lines.append("%s  \"%s\" (%s)\n  write: mailto:%s\n  follow: mailto:%s\n"
                      "  stop following: mailto:%s\n" % (
-                         t["name"], t["subject"], t["messages"], list_address(lst, t["name"]),
+                         t["name"], t["subject"], plural(t["messages"], "message"), list_address(lst, t["name"]),
                          list_address(lst, t["name"] + "-subscribe"),
                          list_address(lst, t["name"] + "-unsubscribe")))
     if len(lines) == 1:
@@ -1625,6 +1644,7 @@ def owner_action(d):
         reject_held(held, message, "")
         d.outcome = "rejected"
     d.thread, d.recipients, d.batches = held.thread, held.recipients, held.batches
+    d.message_id = held.message_id
 
 
 def decide_join(d, address, approve):
@@ -1644,18 +1664,35 @@ def read_archived(cfg, message):
         return f.read()
 
 
+# Bounces ####################################################################
+# Scoring bounces arrives with the bounce-processing issue.  Until then a
+# bounce is logged and dropped: refusing it would only send the postmaster
+# a double bounce.
+
+def bounce(d):
+    """L-bounces[-USER=HOST]: log who bounced."""
+    member = d.command.arg.rpartition("=")
+    d.outcome = "bounce from %s logged, not scored" % (
+        clean_header("%s@%s" % (member[0], member[2])) if member[1] else "(no VERP address)")
+
+
+def forward_to_owners(d):
+    """L-owner: the message as it came, to the owners, envelope L-bounces@D (SPEC 5.6)."""
+    if rule_loop(d) is not None:
+        raise Discard(rule_loop(d))
+    run_sendmail(d.cfg, ["-f", bounce_address(d.lst)], owners(d), d.raw)
+    d.outcome = "forwarded to the owners"
+
+# What each address of a list runs: deliver() looks the command up here.
 HANDLERS = {
     "post": post, "new": post, "reply": post, "thread-new": post,
     "thread-subscribe": follow_thread, "thread-unsubscribe": follow_thread,
     "set": change_setting, "threads": send_threads, "help": send_help,
     "subscribe": subscribe, "unsubscribe": unsubscribe, "confirm": confirm,
     "approve": owner_action, "reject": owner_action,
+    "bounces": bounce, "owner": forward_to_owners,
 }
 
-
-# Bounces ####################################################################
-# L-bounces and L-bounces-USER=HOST arrive with the bounce-processing issue;
-# until then deliver() refuses them plainly (NOT_YET).
 
 # Digests & cron #############################################################
 # `cron` (digests, expiry, idle threads, bounce housekeeping) arrives with the
@@ -1851,7 +1888,7 @@ def cmd_threads(cfg, args):
     if args["--json"]:
         print_json(out)
     for r in [] if args["--json"] else out:
-        print("%-28s %-9s %3d msgs  %s" % (r["name"], r["status"], r["messages"], r["subject"]))
+        print("%-28s %-9s %-12s %s" % (r["name"], r["status"], plural(r["messages"], "message"), r["subject"]))
     return 0
 
 
@@ -1922,11 +1959,13 @@ def held_action(cfg, args, action):
     d.member = member_by_address(db, lst, d.author)
     if action == "approve":
         approve_held(d, message)
-        print("sent message %d to %d recipient(s) of %s in thread %s"
-              % (message["id"], d.recipients, lst["name"], d.thread["name"]))
+        said = "sent message %d to %s of %s in thread %s" % (
+            message["id"], plural(d.recipients, "recipient"), lst["name"], d.thread["name"])
     else:
         reject_held(d, message, args["--reason"] or "")
-        print("rejected message %d" % message["id"])
+        said = "rejected message %d" % message["id"]
+    d.log("list=%s message=<%s> outcome=%s by the command line" % (lst["name"], d.message_id, said))
+    print(said)
     return 0
 
 
@@ -1940,52 +1979,56 @@ def cmd_mta_config(cfg, args):
     here = os.path.abspath(__file__)
     conf = os.path.abspath(cfg.path)
     name, domain = lst["name"], lst["domain"]
-    if args["postfix"]:
-        print(POSTFIX_TEMPLATE % dict(name=name, domain=domain, python=sys.executable, prog=here, conf=conf))
-    else:
-        print(QMAIL_TEMPLATE % dict(name=name, domain=domain, python=sys.executable, prog=here, conf=conf))
+    template = POSTFIX_TEMPLATE if args["postfix"] else QMAIL_TEMPLATE
+    print((template % dict(name=name, domain=domain, python=sys.executable, prog=here, conf=conf)).rstrip())
     return 0
 
 
 POSTFIX_TEMPLATE = """\
-# Postfix set-up for %(name)s@%(domain)s (see examples/postfix/ for details).
+# Postfix set-up for %(name)s@%(domain)s; examples/postfix/ explains each line.
 #
-# Recommended: give the lists their own domain and pipe all of it to mlmpipe.
-# /etc/postfix/main.cf:
-relay_domains = $mydestination, %(domain)s
+# Recommended: the list domain, whole, through a pipe(8) transport.
+# main.cf (if relay_domains or transport_maps are set already, add to them):
+relay_domains = %(domain)s
 transport_maps = hash:/etc/postfix/transport
 mlmpipe_destination_recipient_limit = 1
 #
-# /etc/postfix/transport (then run: postmap /etc/postfix/transport):
+# /etc/postfix/transport, then: postmap /etc/postfix/transport
 %(domain)s  mlmpipe:
 #
-# /etc/postfix/master.cf (one line, the argv continues on the indented line):
-mlmpipe   unix  -       n       n       -       -       pipe
-  flags=Rq user=mlmpipe argv=%(python)s %(prog)s deliver -c %(conf)s
-    --recipient=${original_recipient} --sender=${sender}
+# master.cf (continuation lines start with white space), then: postfix reload
+mlmpipe   unix  -       n       n       -       10      pipe
+  flags=hX null_sender= user=mlmpipe
+  argv=%(python)s %(prog)s deliver -c %(conf)s --recipient=${recipient} --sender=${sender}
 #
-# The user mlmpipe must own the database and archive named in %(conf)s.
-# Then: postfix reload
+# The user mlmpipe must own the database and archive named in %(conf)s and
+# be able to read that file.  No F flag (it adds a From_ line), no u flag (it
+# would lower-case VERP bounce addresses); null_sender= keeps bounces' empty
+# sender empty.
 #
-# The simpler alias way (list names without '-'): in main.cf
-#   recipient_delimiter = -
+# The alias way instead (list names without "-"): main.cf
+#   recipient_delimiter = +-
 #   owner_request_special = no
-# and in /etc/aliases (then run: newaliases):
+#   alias_maps = hash:/etc/aliases, hash:/etc/mlmpipe/aliases
+# and /etc/mlmpipe/aliases owned by the mlmpipe user (local(8) runs the
+# command as the owner of the alias file), then: postalias /etc/mlmpipe/aliases
 #   %(name)s: "|%(python)s %(prog)s deliver -c %(conf)s"
-# local(8) then runs mlmpipe as the owner of the aliases file (or
-# default_privs) for %(name)s@ and every %(name)s-...@ address."""
+"""
 
 QMAIL_TEMPLATE = """\
-# qmail set-up for %(name)s@%(domain)s (see examples/dot-qmail/ for details).
-# In the home directory of the user that runs mlmpipe (which owns the database
-# and archive named in %(conf)s), create two files with this one line:
-#
-# ~/.qmail-%(name)s and ~/.qmail-%(name)s-default
+# qmail set-up for %(name)s@%(domain)s; examples/dot-qmail/ explains it.
+# The .qmail file holds this one line (no preline):
 |%(python)s %(prog)s deliver -c %(conf)s
 #
-# For a virtual domain (control/virtualdomains: %(domain)s:lists) use
-# ~lists/.qmail-default with the same line and set qmail_prefix = lists-
-# in %(conf)s, so mlmpipe removes it from $RECIPIENT's local part."""
+# Recommended, a virtual domain for the lists:
+#   control/virtualdomains:  %(domain)s:lists      (and %(domain)s in rcpthosts)
+#   ~lists/.qmail-default    the line above
+#   %(conf)s:  qmail_prefix = lists-
+# On a domain in control/locals instead, as the user alias:
+#   ~alias/.qmail-%(name)s and ~alias/.qmail-%(name)s-default   the line above
+# The user that runs the line (lists or alias) must own the database and
+# archive named in %(conf)s; set sendmail = /var/qmail/bin/sendmail and
+# verp = qmail there."""
 
 
 def cmd_check(cfg, args):

@@ -140,10 +140,10 @@ def test_closed_thread_returns_post_with_how_to_start_new(mixed):
 
 
 def test_not_yet_commands_are_refused_plainly(mixed):
-    for rest in ("watch-visa", "owner", "bounces-ann=example.org", "request"):
+    for rest in ("watch-visa", "unwatch-visa", "request"):
         proc = mixed.deliver(make_msg(ALL_TEXT, mixed.addr(rest), "x"), to=mixed.addr(rest))
         assert proc.returncode == 67, rest
-        assert proc.stderr_text.startswith("5.3.3 ") and "not available yet" in proc.stderr_text
+        assert proc.stderr_text.startswith("5.3.3 ") and "does not handle" in proc.stderr_text
         assert "Traceback" not in proc.stderr_text
 
 
@@ -152,3 +152,19 @@ def test_empty_or_headerless_message_is_unusable(mixed):
         proc = mixed.deliver(raw, to=mixed.addr(), sender="x@example.org")
         assert proc.returncode == 65 and proc.stderr_text.startswith("5.6.0 "), raw
     assert mixed.take() == []
+
+
+def test_owner_address_forwards_to_owners_without_verp(mixed):
+    raw = make_msg("stranger@example.org", mixed.addr("owner"), "Question for the owners")
+    mixed.post(raw, to=mixed.addr("owner"))
+    calls = mixed.take()
+    assert [(c.recipients, c.argv[:3]) for c in calls] == [([OWNER], ["-i", "-f", mixed.addr("bounces")])]
+    assert calls[0].raw.rstrip(b"\n") == raw.replace(b"\r\n", b"\n").rstrip(b"\n")
+
+
+def test_bounces_are_accepted_and_logged_not_refused(mixed):
+    bounce = make_msg("MAILER-DAEMON@mx.example.com", mixed.addr("bounces-all-text=example.com"),
+                      "Undelivered Mail Returned to Sender")
+    mixed.post(bounce, to=mixed.addr("bounces-all-text=example.com"), sender="")
+    assert mixed.take() == []
+    assert "bounce from all-text@example.com logged" in mixed.logfile.read_text()
