@@ -72,27 +72,13 @@ def test_thread_and_command_addresses(qlist):
     assert acks and all(c.recipients == [ALL_TEXT] for c in acks)
 
 
-def test_unknown_list_is_100(qlist):
+@pytest.mark.parametrize("local", ["nosuchlist", "systers-zzz9", "systers-frobnicate"])
+def test_unknown_list_thread_or_command_is_100(qlist, local):
     ml = qlist
-    raw = make_msg(ALL_TEXT, f"nosuchlist@{DOMAIN}", "Hi")
-    proc = ml.deliver_qmail(raw, q("nosuchlist"), ALL_TEXT)
+    raw = make_msg(ALL_TEXT, f"{local}@{DOMAIN}", "Hi")
+    proc = ml.deliver_qmail(raw, q(local), ALL_TEXT)
     assert_permanent(proc, ml, r"5\.1\.1")
     assert ml.take() == []
-
-
-def test_unknown_thread_is_100(qlist):
-    ml = qlist
-    raw = make_msg(ALL_TEXT, ml.addr("zzz9"), "Hi")
-    proc = ml.deliver_qmail(raw, q("systers-zzz9"), ALL_TEXT)
-    assert_permanent(proc, ml, r"5\.1\.1")
-    assert ml.take() == []
-
-
-def test_unknown_command_is_100(qlist):
-    ml = qlist
-    raw = make_msg(ALL_TEXT, ml.addr("frobnicate"), "Hi")
-    proc = ml.deliver_qmail(raw, q("systers-frobnicate"), ALL_TEXT)
-    assert_permanent(proc, ml)
 
 
 def test_dtline_alone_means_qmail(qlist):
