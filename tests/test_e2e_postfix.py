@@ -1,0 +1,184 @@
+"""End to end through a real Postfix (issue 2, acceptance item 5).
+
+A private Postfix instance on 127.0.0.1 (tests/postfix_harness.py) hands
+mail for lists.example.test to `mlmpipe.py deliver` through a pipe(8)
+transport, and mail for aliases.example.test through a local(8) alias; both
+run mlmpipe as an unprivileged user, whose sendmail submits back into the same
+instance, which relays every copy (and every bounce) to an SMTP sink on
+127.0.0.1.  Where Postfix is missing or we are not root the tests skip —
+except under CI=true, where that is a failure.
+"""
+import email.utils
+import os
+import re
+import smtplib
+import uuid
+
+import pytest
+
+try:
+    import postfix_harness as harness
+except ImportError:  # tests/ imported as a package
+    from tests import postfix_harness as harness
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROGRAM = os.path.join(ROOT, "mlmpipe.py")
+
+PIPE_LIST = "systers"
+PIPE_MEMBERS = ["alice@example.net", "bob@example.com"]
+ALIAS_LIST = "localfolk"
+ALIAS_MEMBERS = ["carol@example.org", "dave@example.net"]
+OWNER = "owner@example.org"
+
+
+def skip_or_fail(reason):
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true, so the Postfix end-to-end tests may not skip: " + reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def mail_system():
+    """A running private Postfix with both lists set up, and the SMTP sink behind it."""
+    reason = harness.missing_prerequisite()
+    if reason is None:
+        try:
+            import aiosmtpd.controller  # noqa: F401
+        except ImportError:
+            reason = "aiosmtpd is not installed (the SMTP sink needs it)"
+    if reason:
+        skip_or_fail(reason)
+    assert os.path.exists(PROGRAM), "%s is missing" % PROGRAM
+
+    sink = harness.Sink()
+    postfix = harness.PostfixInstance(PROGRAM, sink.port)
+    try:
+        sink.start()
+        postfix.build(aliases={ALIAS_LIST: ["deliver", "-c", postfix.config]})
+        postfix.write_mlmpipe_config(
+            database=os.path.join(postfix.home, "db.sqlite"),
+            archive=os.path.join(postfix.home, "archive"),
+            sendmail=postfix.sendmail,
+            verp="postfix",
+            batch_size=500,
+            domain=harness.PIPE_DOMAIN,
+            log=postfix.mlmpipe_log,
+        )
+        postfix.mlmpipe("init")
+        postfix.mlmpipe("newlist", PIPE_LIST, "--owner=" + OWNER)
+        postfix.mlmpipe("add", PIPE_LIST, *PIPE_MEMBERS)
+        postfix.mlmpipe("newlist", ALIAS_LIST, "--owner=" + OWNER, "--domain=" + harness.ALIAS_DOMAIN)
+        postfix.mlmpipe("add", ALIAS_LIST, *ALIAS_MEMBERS)
+        postfix.start()
+        yield postfix, sink
+    finally:
+        try:
+            postfix.stop()
+        finally:
+            sink.stop()
+            postfix.cleanup()
+
+
+def submit(postfix, sender, recipient, subject):
+    """Send a small post by SMTP to the instance; return its Message-ID."""
+    message_id = "<%s@example.net>" % uuid.uuid4().hex
+    text = ("From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: %s\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            "A line of text for the list.\r\n"
+            % (sender, recipient, subject, email.utils.formatdate(), message_id))
+    with smtplib.SMTP("127.0.0.1", postfix.port, local_hostname="client.example.net", timeout=30) as smtp:
+        smtp.sendmail(sender, [recipient], text.encode())
+    return message_id
+
+
+def copies_of(sink, message_id):
+    """Transactions the sink received that carry the post itself (not a bounce)."""
+    return sink.matching(lambda t: t.mail_from not in ("", "<>")
+                         and t.message.get("Message-ID", "").strip() == message_id)
+
+
+def verp(list_name, domain, member):
+    user, host = member.rsplit("@", 1)
+    return "%s-bounces-%s=%s@%s" % (list_name, user, host, domain)
+
+
+def check_copies(postfix, sink, message_id, list_name, domain, members, subject, thread_pattern):
+    """Every member got one copy, relayed with its own VERP sender; return {member: message}."""
+    def all_copies():
+        found = copies_of(sink, message_id)
+        return found if len(found) >= len(members) else None
+
+    found = harness.wait_until(all_copies, postfix, sink,
+                               what="copies of %s for %s" % (message_id, ", ".join(members)))
+    log = postfix.log()
+    assert sorted(r for t in found for r in t.rcpt_tos) == sorted(members), (found, log)
+    messages = {}
+    for transaction in found:
+        assert len(transaction.rcpt_tos) == 1, (transaction, log)
+        member = transaction.rcpt_tos[0]
+        assert transaction.mail_from == verp(list_name, domain, member), (transaction, log)
+        assert not transaction.data.startswith(b"From "), transaction.data[:200]
+        message = transaction.message
+        thread = message["X-Mlmpipe-Thread"]
+        assert thread and re.fullmatch(thread_pattern, str(thread)), (thread, transaction.data[:2000])
+        assert message["To"] == "%s-%s@%s" % (list_name, thread, domain)
+        assert message["List-Id"] and "<%s.%s>" % (list_name, domain) in message["List-Id"]
+        assert message["Subject"] == "[%s] %s" % (list_name, subject)
+        assert not message.defects, message.defects
+        messages[member] = message
+    return messages
+
+
+def test_post_to_new_thread_is_relayed_with_verp_sender_per_member(mail_system):
+    postfix, sink = mail_system
+    message_id = submit(postfix, PIPE_MEMBERS[0], "%s-new@%s" % (PIPE_LIST, harness.PIPE_DOMAIN), "Pipe post")
+
+    messages = check_copies(postfix, sink, message_id, PIPE_LIST, harness.PIPE_DOMAIN,
+                            PIPE_MEMBERS, "Pipe post", r"pipepost\d+")
+    for message in messages.values():
+        assert message["From"] == PIPE_MEMBERS[0]
+        assert "A line of text for the list." in message.as_string()
+    # mlmpipe's sendmail ran as the unprivileged user and submitted into this instance.
+    uid = postfix.user.pw_uid
+    assert re.search(r"postfix/pickup\[\d+\]: \w+: uid=%d from=<%s-bounces@%s>"
+                     % (uid, PIPE_LIST, re.escape(harness.PIPE_DOMAIN)), postfix.log()), postfix.log()
+
+
+def test_unknown_thread_is_bounced_by_postfix_with_5_1_1(mail_system):
+    postfix, sink = mail_system
+    sender = PIPE_MEMBERS[1]
+    address = "%s-zzz9@%s" % (PIPE_LIST, harness.PIPE_DOMAIN)
+    message_id = submit(postfix, sender, address, "Into the void")
+
+    def bounces():
+        return sink.matching(lambda t: t.mail_from in ("", "<>") and t.rcpt_tos == [sender]
+                             and message_id.encode() in t.data)
+
+    [bounce] = harness.wait_until(bounces, postfix, sink, what="bounce of %s" % message_id)
+    text = bounce.data.decode("utf-8", "replace")
+    unfolded = re.sub(r"\s+", " ", text)
+    assert re.search(r"^Status: 5\.1\.1\s*$", text, re.MULTILINE), text
+    assert re.search(r"^Action: failed\s*$", text, re.MULTILINE), text
+    assert "Final-Recipient: rfc822; " + address in text, text
+    # mlmpipe's sentence, which Postfix quotes (after taking the 5.1.1 from its front).
+    assert re.search(r"Diagnostic-Code: x-unix; <%s>: no such thread on list %s"
+                     % (re.escape(address), PIPE_LIST), unfolded), text
+    assert copies_of(sink, message_id) == []
+
+
+def test_alias_delivery_strips_the_mbox_from_line(mail_system):
+    # local(8) puts "From carol@example.org  <date>" before the headers it hands the alias command.
+    postfix, sink = mail_system
+    poster = ALIAS_MEMBERS[0]
+    message_id = submit(postfix, poster, "%s-new@%s" % (ALIAS_LIST, harness.ALIAS_DOMAIN), "Alias post")
+
+    messages = check_copies(postfix, sink, message_id, ALIAS_LIST, harness.ALIAS_DOMAIN,
+                            ALIAS_MEMBERS, "Alias post", r"aliaspost\d+")
+    for message in messages.values():
+        assert message["From"] == poster
+        assert message["Message-ID"] == message_id
+        assert message.get_unixfrom() is None
+        assert all(" " not in name for name in message.keys()), message.keys()
+        assert "A line of text for the list." in message.as_string()
+    assert re.search(r"postfix/local\[\d+\]: \w+: to=<%s-new@%s>, relay=local, .*status=sent \(delivered to command"
+                     % (ALIAS_LIST, re.escape(harness.ALIAS_DOMAIN)), postfix.log()), postfix.log()
