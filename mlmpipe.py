@@ -359,6 +359,11 @@ class Command:
         self.arg = arg
         self.thread = thread      # thread name for L-THREAD-... addresses
 
+    @property
+    def key(self):
+        """Its row in HANDLERS: "set", "reply", "thread-subscribe", ..."""
+        return self.word if self.thread is None or self.word == "reply" else "thread-" + self.word
+
     def __repr__(self):
         return "Command(%r, %r, %r)" % (self.word, self.arg, self.thread)
 
@@ -943,6 +948,11 @@ def rewrite_addresses(value, d):
     return ", ".join(email.utils.formataddr(p) for p in out), replaced
 
 
+def subject_prefix(d):
+    """The list's subject prefix with LIST filled in, e.g. "[systers]"."""
+    return clean_header(d.settings["subject_prefix"]).replace("LIST", d.lst["name"])
+
+
 def outgoing_headers(d):
     """The header block every copy shares (SPEC 5.1), ending before Content-*."""
     fields, _ = header_fields(d.raw)
@@ -953,9 +963,9 @@ def outgoing_headers(d):
     if not in_to and not in_cc:
         to = ", ".join(x for x in (to, list_address(lst, thread["name"])) if x)
     subject = d.msg.get("Subject") or ""
-    prefix = clean_header(d.settings["subject_prefix"]).replace("LIST", lst["name"])
-    if prefix and prefix.strip().lower() not in decoded_header(subject).lower():
-        subject = prefix + " " + subject.strip() if not prefix.endswith(" ") else prefix + subject.strip()
+    prefix = subject_prefix(d)
+    if prefix and prefix.lower() not in decoded_header(subject).lower():
+        subject = prefix + " " + subject.strip()
     added = [("To", to), ("Subject", subject)]
     if cc:
         added.append(("Cc", cc))
@@ -1104,12 +1114,10 @@ def deliver(cfg, log, stdin, env, recipient=None, sender=None):
     db = open_db(cfg)
     d = Delivery(cfg, db, log, raw, oversize, recipient, sender)
     find_list(d)
-    handler = HANDLERS.get(d.command.word if d.command.thread is None or d.command.word == "reply"
-                           else "thread-" + d.command.word)
+    handler = HANDLERS.get(d.command.key)
     if handler is None:
-        word = d.command.word if d.command.thread is None else "thread-" + d.command.word
         raise Refuse("5.3.3 <%s>: this version of mlmpipe does not handle %s yet; "
-                     "write to %s for what works" % (recipient, NOT_YET.get(word, word),
+                     "write to %s for what works" % (recipient, NOT_YET.get(d.command.key, d.command.key),
                                                      list_address(d.lst, "help")), EX_NOUSER)
     handler(d)
     log("list=%s thread=%s message=<%s> outcome=%s recipients=%d batches=%d seconds=%.3f" % (
@@ -1172,7 +1180,7 @@ def choose_thread(d):
     if d.thread is None:
         subject = decoded_header(d.msg.get("Subject"))
         base = re.sub(r"[^a-z0-9]", "", arg)[:24] if word == "new" and arg else thread_base(
-            subject.replace(clean_header(d.settings["subject_prefix"]).replace("LIST", d.lst["name"]), ""))
+            subject.replace(subject_prefix(d), ""))
         d.new_thread = (base, d.parent)
         d.kind = "first"
     else:
@@ -1237,6 +1245,11 @@ def archive_write(d, suffix, data):
         raise temporary_for(exc, "storing the message in %s" % d.cfg.archive)
 
 
+def read_archived(cfg, message, suffix=".eml"):
+    with open(archive_path(cfg, message["list_id"], message["id"], suffix), "rb") as f:
+        return f.read()
+
+
 def resume(d):
     """Take over a distribution a failed or killed process left half done."""
     row = d.existing
@@ -1246,14 +1259,11 @@ def resume(d):
     d.db.execute("UPDATE messages SET owner_pid = ?, lease_until = ? WHERE id = ?",
                  (os.getpid(), time.time() + LEASE_SECONDS, row["id"]))
     d.stored, d.thread, d.kind = row, thread_by_id(d.db, row["thread_id"]), row["kind"]
-    with open(archive_path(d.cfg, d.lst["id"], row["id"], ".eml"), "rb") as f:
-        d.raw = f.read()
+    d.raw = read_archived(d.cfg, row)
     d.msg = email.message_from_bytes(d.raw)
     d.body = analyse(d.msg)
-    with open(archive_path(d.cfg, d.lst["id"], row["id"], ".txt"), encoding="utf-8") as f:
-        d.text = f.read()
-    with open(archive_path(d.cfg, d.lst["id"], row["id"], ".html"), encoding="utf-8") as f:
-        d.html = f.read()
+    d.text = read_archived(d.cfg, row, ".txt").decode("utf-8")
+    d.html = read_archived(d.cfg, row, ".html").decode("utf-8")
 
 
 def pid_alive(pid):
@@ -1272,13 +1282,13 @@ def recipient_groups(d):
     """[(format, follower, SQL condition, params)] in a fixed order (SPEC 4)."""
     chain = thread_chain(d.db, d.thread)
     follows, follows_params = follows_sql(chain)
+    audience, audience_params = audience_sql(chain)
+    both = audience_params + follows_params
     groups = []
     for fmt in FORMATS:
         if d.kind == "reply":
             groups.append((fmt, True, follows, follows_params))
             continue
-        audience, audience_params = audience_sql(chain)
-        both = audience_params + follows_params
         groups.append((fmt, True, "%s AND %s" % (audience, follows), both))
         groups.append((fmt, False, "%s AND NOT %s" % (audience, follows), both))
     return groups
@@ -1450,8 +1460,7 @@ def digest_text(d, rows):
     """The stored messages' text renderings, RFC 1153 style."""
     out = []
     for row in rows:
-        with open(archive_path(d.cfg, row["list_id"], row["id"], ".txt"), encoding="utf-8") as f:
-            body = f.read().strip("\n")
+        body = read_archived(d.cfg, row, ".txt").decode("utf-8").strip("\n")
         out.append("Date: %s\nFrom: %s\nSubject: %s\n\n%s\n\n------------------------------\n\n" % (
             row["received"], row["author"], row["subject"], body))
     return "".join(out)
@@ -1657,11 +1666,6 @@ def decide_join(d, address, approve):
     send_notice(d, address, "Your request to join %s" % d.lst["name"],
                 "The owners of %s did not accept your request to join.\n" % d.lst["name"])
     return "rejected subscription"
-
-
-def read_archived(cfg, message):
-    with open(archive_path(cfg, message["list_id"], message["id"], ".eml"), "rb") as f:
-        return f.read()
 
 
 # Bounces ####################################################################
