@@ -3,9 +3,11 @@
 
 Every call is kept as one JSON file in $FAKE_SENDMAIL_DIR (NNNNNN.json with
 argv, envelope sender, recipients and the message).  Faults for the tests:
-FAKE_SENDMAIL_FAIL_AT=N makes the Nth call (counted across processes) exit
-with FAKE_SENDMAIL_FAIL_CODE (default 75) without recording; when
-FAKE_SENDMAIL_FAIL_CODE=kill the call kills itself with SIGKILL instead.
+FAKE_SENDMAIL_FAIL_AT=N makes the Nth call (counted across processes) fail
+without recording, as FAKE_SENDMAIL_FAIL_CODE says: a number (default 75) is
+the exit code; "kill" kills this call with SIGKILL; "hang" sleeps for an
+hour (for sendmail_timeout); "killparent" SIGKILLs the mlmpipe that called it,
+so mlmpipe dies between batches, before this batch is accepted.
 """
 import json
 import os
@@ -32,6 +34,12 @@ def main():
         code = os.environ.get("FAKE_SENDMAIL_FAIL_CODE", "75")
         if code == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if code == "hang":
+            import time
+            time.sleep(3600)
+        if code == "killparent":
+            os.kill(os.getppid(), signal.SIGKILL)
+            return 75
         sys.stderr.write("fake sendmail: failing call %d on purpose\n" % calls)
         return int(code)
     sender = argv[argv.index("-f") + 1] if "-f" in argv else None
