@@ -72,8 +72,7 @@ QMAIL_CODES = {"ok": 0, "permanent": 100, "temporary": 111}
 TOKEN_BYTES = 10                  # 80 random bits, and as many of HMAC tag
 TOKEN_DAYS = 7
 LEASE_SECONDS = 120               # a distributing process renews its claim per batch
-SENDMAIL_TIMEOUT = 300            # seconds one sendmail call may take
-BUSY_TIMEOUT = 30                 # seconds to wait for a locked database
+PROBES = 3                        # warnings to a member disabled by bounces
 
 DEFAULTS = {
     "database": "/var/lib/mlmpipe/mlmpipe.db",
@@ -86,6 +85,8 @@ DEFAULTS = {
     "qmail_prefix": "",
     "log": "syslog",
     "max_message_kb": "10240",
+    "sendmail_timeout": "300",        # seconds one sendmail call may take
+    "db_timeout": "30",               # seconds to wait for a locked database
 }
 VERP_MODES = ("postfix", "qmail", "per-recipient", "off")
 
@@ -212,6 +213,28 @@ def temporary_for(exc, doing):
 
 # Configuration ##############################################################
 
+CLOCK = None      # MLMPIPE_NOW (unix seconds) from the environment, for tests
+
+
+def now():
+    """The time every date decision uses."""
+    return float(CLOCK) if CLOCK else time.time()
+
+
+def utc(t, fmt="%Y-%m-%d %H:%M:%S"):
+    return time.strftime(fmt, time.gmtime(t))
+
+
+def parse_utc(stamp):
+    """Unix time of a stored UTC date or date-time."""
+    import calendar
+    return calendar.timegm(time.strptime(stamp, "%Y-%m-%d %H:%M:%S" if len(stamp) > 10 else "%Y-%m-%d"))
+
+
+def days_since(stamp, t):
+    return (t - parse_utc(stamp)) / 86400
+
+
 class Config:
     """The [mlmpipe] section of the INI file, with SPEC 2 defaults."""
 
@@ -228,8 +251,11 @@ class Config:
         try:
             self.batch_size = int(values["batch_size"])
             self.max_message_kb = int(values["max_message_kb"])
+            self.sendmail_timeout = float(values["sendmail_timeout"])
+            self.db_timeout = float(values["db_timeout"])
         except ValueError:
-            raise Temporary("4.3.5 mlmpipe: batch_size and max_message_kb in %s must be numbers" % path)
+            raise Temporary("4.3.5 mlmpipe: batch_size, max_message_kb, sendmail_timeout and db_timeout "
+                            "in %s must be numbers" % path)
         if self.verp not in VERP_MODES or self.batch_size < 1:
             raise Temporary("4.3.5 mlmpipe: verp in %s must be one of %s and batch_size at least 1"
                             % (path, ", ".join(VERP_MODES)))
@@ -438,7 +464,7 @@ def open_db(cfg, create=False):
     """Connect, migrating to SCHEMA_VERSION when the database is older."""
     if not create and not os.path.exists(cfg.database):
         raise Temporary("4.3.5 mlmpipe: database %s does not exist; run 'mlmpipe.py init'" % cfg.database)
-    db = sqlite3.connect(cfg.database, timeout=BUSY_TIMEOUT, isolation_level=None)
+    db = sqlite3.connect(cfg.database, timeout=cfg.db_timeout, isolation_level=None)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA foreign_keys = ON")
     db.execute("PRAGMA synchronous = NORMAL")     # WAL: a crash of mlmpipe loses nothing committed
@@ -616,7 +642,7 @@ def new_token(db, cfg, lst, purpose, message=None, address=None):
     nonce = secrets.token_hex(TOKEN_BYTES)
     db.execute("INSERT INTO tokens (nonce, list_id, purpose, message, address, expires) "
                "VALUES (?, ?, ?, ?, ?, ?)",
-               (nonce, lst["id"], purpose, message, address, time.time() + TOKEN_DAYS * 86400))
+               (nonce, lst["id"], purpose, message, address, now() + TOKEN_DAYS * 86400))
     return nonce + token_tag(cfg, lst, purpose, nonce)
 
 
@@ -633,7 +659,7 @@ def take_token(db, cfg, lst, purpose, token):
         return None
     row = db.execute("SELECT * FROM tokens WHERE nonce = ? AND list_id = ? AND purpose = ?",
                      (nonce, lst["id"], purpose)).fetchone()
-    if row is None or row["expires"] < time.time():
+    if row is None or row["expires"] < now():
         return None
     db.execute("DELETE FROM tokens WHERE nonce = ?", (nonce,))
     return row
@@ -666,13 +692,18 @@ def rule_spam(d):
 
 
 def rule_automated(d):
-    auto = (d.msg.get("Auto-Submitted") or "no").strip().lower()
+    return automated_reason(d.msg, d.sender)
+
+
+def automated_reason(msg, sender=None):
+    """Why a message is automated (SPEC 5.1), or None; sender None: not checked."""
+    auto = (msg.get("Auto-Submitted") or "no").strip().lower()
     if auto.split(";")[0].strip() != "no":
         return "automated message (Auto-Submitted: %s)" % clean_header(auto)
-    precedence = (d.msg.get("Precedence") or "").strip().lower()
+    precedence = (msg.get("Precedence") or "").strip().lower()
     if precedence in AUTOMATED_PRECEDENCE:
         return "automated message (Precedence: %s)" % precedence
-    if not d.sender:
+    if sender == "":
         return "automated message (empty envelope sender)"
 
 
@@ -1011,10 +1042,10 @@ def run_sendmail(cfg, flags, recipients, data):
     argv = [cfg.sendmail, "-i"] + flags + ["--"] + recipients
     try:
         proc = subprocess.run(argv, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=SENDMAIL_TIMEOUT, close_fds=True)
+                              timeout=cfg.sendmail_timeout, close_fds=True)
     except subprocess.TimeoutExpired:
-        raise Temporary("4.3.0 mlmpipe: %s took longer than %d s; the rest will be retried"
-                        % (cfg.sendmail, SENDMAIL_TIMEOUT))
+        raise Temporary("4.3.0 mlmpipe: %s took longer than %g s and was stopped; the rest will be retried"
+                        % (cfg.sendmail, cfg.sendmail_timeout))
     except OSError as exc:
         raise Temporary("4.3.0 mlmpipe: cannot run %s (%s); the message will be retried"
                         % (cfg.sendmail, exc.strerror or exc))
@@ -1026,7 +1057,7 @@ def run_sendmail(cfg, flags, recipients, data):
                         % (cfg.sendmail, how, ": " + said if said else ""))
 
 
-def send_notice(d, to, subject, text, attach=None, reply_to=None):
+def send_notice(d, to, subject, text, attach=None, reply_to=None, envelope=None):
     """A reply from the list itself (SPEC 5.7): auto-replied, from L-bounces."""
     from email.message import Message
     lst = d.lst
@@ -1036,7 +1067,7 @@ def send_notice(d, to, subject, text, attach=None, reply_to=None):
     msg["Subject"] = clean_header(subject)
     msg["Date"] = email.utils.formatdate(localtime=True)
     msg["Message-ID"] = email.utils.make_msgid("mlmpipe", lst["domain"])
-    original = clean_header(d.msg.get("Message-ID") if d.msg is not None else "")
+    original = clean_header(d.msg.get("Message-ID") if getattr(d, "msg", None) is not None else "")
     if original:
         msg["In-Reply-To"] = original
         msg["References"] = original
@@ -1051,7 +1082,7 @@ def send_notice(d, to, subject, text, attach=None, reply_to=None):
     for key, value in body.items():
         msg[key] = value
     msg.set_payload(body.get_payload())
-    run_sendmail(d.cfg, ["-f", bounce_address(lst)], [to], flatten(msg))
+    run_sendmail(d.cfg, ["-f", envelope or bounce_address(lst)], [to], flatten(msg))
 
 
 # The pipeline (deliver) #####################################################
@@ -1115,14 +1146,28 @@ def deliver(cfg, log, stdin, env, recipient=None, sender=None):
     d = Delivery(cfg, db, log, raw, oversize, recipient, sender)
     find_list(d)
     handler = HANDLERS.get(d.command.key)
-    if handler is None:
-        raise Refuse("5.3.3 <%s>: this version of mlmpipe does not handle %s yet; "
-                     "write to %s for what works" % (recipient, NOT_YET.get(d.command.key, d.command.key),
-                                                     list_address(d.lst, "help")), EX_NOUSER)
-    handler(d)
-    log("list=%s thread=%s message=<%s> outcome=%s recipients=%d batches=%d seconds=%.3f" % (
-        d.lst["name"], d.thread["name"] if d.thread else "-", d.message_id, d.outcome,
-        d.recipients, d.batches, time.time() - started))
+    try:
+        if handler is None:
+            raise Refuse("5.3.3 <%s>: this version of mlmpipe does not handle %s yet; "
+                         "write to %s for what works" % (recipient, NOT_YET.get(d.command.key, d.command.key),
+                                                         list_address(d.lst, "help")), EX_NOUSER)
+        if (d.member is not None and d.member["status"] == "disabled" and d.command.key not in PASSIVE
+                and rule_automated(d) is None):
+            reenable(d)
+        handler(d)
+    except Outcome as outcome:
+        d.outcome = "%s %s" % (type(outcome).__name__.lower(), outcome.sentence)
+        outcome.logged = True
+        raise
+    except (sqlite3.Error, OSError) as exc:
+        log.traceback()
+        outcome = temporary_for(exc, "delivering")
+        d.outcome, outcome.logged = "temporary " + outcome.sentence, True
+        raise outcome from exc
+    finally:
+        log("list=%s thread=%s message=<%s> outcome=%s recipients=%d batches=%d seconds=%.3f" % (
+            d.lst["name"], d.thread["name"] if d.thread else "-", clean_header(d.message_id), d.outcome,
+            d.recipients, d.batches, time.time() - started))
 
 
 def find_list(d):
@@ -1205,10 +1250,10 @@ def store(d):
             "INSERT INTO messages (thread_id, kind, author, sender, subject, owner_pid, lease_until, "
             "list_id, message_id, recipient, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending')",
             values + (d.lst["id"], d.message_id, d.recipient)).lastrowid
-    d.db.execute("UPDATE threads SET messages = messages + 1, last_post = datetime('now'), "
+    d.db.execute("UPDATE threads SET messages = messages + 1, last_post = ?, "
                  "first_message = coalesce(first_message, ?), "
                  "status = CASE WHEN status = 'new' AND ? = 'reply' THEN 'active' ELSE status END "
-                 "WHERE id = ?", (message_row, d.kind, d.thread["id"]))
+                 "WHERE id = ?", (utc(now()), message_row, d.kind, d.thread["id"]))
     if d.member is not None:
         set_override(d.db, d.thread, d.member["id"], 1)     # posters follow (SPEC 4)
     d.stored = d.db.execute("SELECT * FROM messages WHERE id = ?", (message_row,)).fetchone()
@@ -1321,8 +1366,8 @@ def distribute(d):
 def finish(d):
     d.outcome = "sent"
     with write(d.db):
-        d.db.execute("UPDATE messages SET status = 'sent', sent = datetime('now'), owner_pid = NULL, "
-                     "lease_until = NULL WHERE id = ?", (d.stored["id"],))
+        d.db.execute("UPDATE messages SET status = 'sent', sent = ?, owner_pid = NULL, "
+                     "lease_until = NULL WHERE id = ?", (utc(now()), d.stored["id"]))
 
 
 # Holds ######################################################################
@@ -1330,10 +1375,10 @@ def finish(d):
 def hold(d, reason):
     """Store the message as held, tell the owners and the sender."""
     message_row = d.db.execute(
-        "INSERT INTO messages (list_id, message_id, recipient, author, sender, subject, status, reason) "
-        "VALUES (?, ?, ?, ?, ?, ?, 'held', ?)",
+        "INSERT INTO messages (list_id, message_id, recipient, author, sender, subject, status, reason, "
+        "received) VALUES (?, ?, ?, ?, ?, ?, 'held', ?, ?)",
         (d.lst["id"], d.message_id, d.recipient, d.author, d.sender,
-         decoded_header(d.msg.get("Subject")), reason)).lastrowid
+         decoded_header(d.msg.get("Subject")), reason, utc(now()))).lastrowid
     d.stored = d.db.execute("SELECT * FROM messages WHERE id = ?", (message_row,)).fetchone()
     archive_write(d, ".eml", d.raw)
     token = new_token(d.db, d.cfg, d.lst, "hold", message=message_row)
@@ -1669,15 +1714,136 @@ def decide_join(d, address, approve):
 
 
 # Bounces ####################################################################
-# Scoring bounces arrives with the bounce-processing issue.  Until then a
-# bounce is logged and dropped: refusing it would only send the postmaster
-# a double bounce.
+# What decides is the content: a report of a permanent failure counts, even
+# when the reporting MTA marks it Auto-Submitted or Precedence: bulk; delay
+# notices and auto-replies never count (SPEC 5.6).
+
+# Non-DSN failure reports: qmail's QSBMF, Exim, Sendmail's text, and others.
+FAILURE_TEXT = re.compile(
+    r"this is a permanent error|permanent fatal error|could not be delivered|couldn'?t be delivered"
+    r"|wasn'?t delivered|was not delivered|undeliverable|delivery (?:has )?failed|failed permanently"
+    r"|user unknown|unknown user|no such (?:user|mailbox|recipient)|mailbox (?:unavailable|not found)"
+    r"|address(?:es)? (?:not found|rejected)|recipient address rejected|does not exist"
+    r"|following address\(es\) failed|unable to deliver|i'm not going to try again", re.I)
+DELAY_TEXT = re.compile(
+    r"has not (?:yet )?been delivered|not yet been delivered|delivery (?:is |has been )?delayed"
+    r"|will (?:keep|continue) trying|will retry|still trying|warning: message .* delayed"
+    r"|could not send message for past|this is a temporary error", re.I)
+# Where the returned copy of the message starts in a text bounce.
+RETURNED_COPY = re.compile(
+    r"^(?:-+ ?below this line is a copy of the message|-+ ?this is a copy of the message"
+    r"|-+ ?original message|-+ ?the original message|original message follows"
+    r"|-+ ?forwarded message|-+ ?returned message)", re.I | re.M)
+ADDRESS_IN_TEXT = re.compile(r"<([^<>\s@]+@[^<>\s@]+\.[^<>\s@]+)>|^\s+([^<>\s@:]+@[^<>\s@:]+\.[a-z]{2,})\s*$",
+                             re.I | re.M)
+
+
+def bounce_report(raw):
+    """("failed" | "delayed" | "autoreply" | "unknown", failed addresses).
+
+    >>> bounce_report(b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\\n\\n"
+    ...               b"--b\\nContent-Type: message/delivery-status\\n\\nReporting-MTA: dns; x\\n\\n"
+    ...               b"Final-Recipient: rfc822; Ann@x.org\\nAction: failed\\nStatus: 5.1.1\\n--b--\\n")
+    ('failed', ['ann@x.org'])
+    """
+    msg = email.message_from_bytes(raw)
+    for part in report_parts(msg):
+        if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):
+            return dsn_report(part)
+    text = "\n".join(part_text(p) for p in report_parts(msg) if p.get_content_type() == "text/plain")[:65536]
+    cut = RETURNED_COPY.search(text)
+    text = text[:cut.start()] if cut else text
+    if FAILURE_TEXT.search(text):
+        found = [a.strip().lower() for a in (msg.get("X-Failed-Recipients") or "").split(",") if "@" in a]
+        found += [(a or b).lower() for a, b in ADDRESS_IN_TEXT.findall(text)]
+        return "failed", sorted({a for a in found if valid_address(a)
+                                 and not a.startswith(("postmaster@", "mailer-daemon@"))})
+    if DELAY_TEXT.search(text):
+        return "delayed", []
+    if automated_reason(msg) or re.search(r"out of (?:the )?office|vacation|auto(?:matic)?[- ]?reply|away from",
+                                                (msg.get("Subject") or "") + text[:2000], re.I):
+        return "autoreply", []
+    return "unknown", []
+
+
+def report_parts(msg):
+    """The parts of a report, not descending into returned messages."""
+    yield msg
+    if msg.is_multipart() and not msg.get_content_type().startswith("message/"):
+        for sub in msg.get_payload():
+            yield from report_parts(sub)
+
+
+def dsn_report(part):
+    """Classify an RFC 3464 delivery-status part: failed if any recipient failed."""
+    blocks = part.get_payload()
+    if not isinstance(blocks, list):           # unparsed: split the fields ourselves
+        blocks = [email.message_from_string(b.strip() + "\n") for b in re.split(r"\n\s*\n", str(blocks))]
+    failed, delayed = set(), False
+    for block in blocks[1:] or blocks:
+        action = (block.get("Action") or "").strip().lower()
+        status = (block.get("Status") or "").strip()
+        recipient = block.get("Final-Recipient") or block.get("Original-Recipient") or ""
+        address = recipient.split(";", 1)[-1].strip().strip("<>").lower()
+        if action == "failed" or (not action and status.startswith("5.")):
+            failed.add(address)
+        elif action == "delayed" or status.startswith("4."):
+            delayed = True
+    if failed:
+        return "failed", sorted(a for a in failed if valid_address(a))
+    return ("delayed" if delayed else "unknown"), []
+
 
 def bounce(d):
-    """L-bounces[-USER=HOST]: log who bounced."""
-    member = d.command.arg.rpartition("=")
-    d.outcome = "bounce from %s logged, not scored" % (
-        clean_header("%s@%s" % (member[0], member[2])) if member[1] else "(no VERP address)")
+    """L-bounces-USER=HOST (VERP) or L-bounces (addresses from the report)."""
+    kind, addresses = bounce_report(d.raw)
+    if d.command.arg:
+        user, _, host = d.command.arg.rpartition("=")
+        addresses = ["%s@%s" % (user, host)] if user else []
+    counted, disabled, unknown = [], [], []
+    with write(d.db):
+        for address in addresses if kind == "failed" else []:
+            member = member_by_address(d.db, d.lst, address)
+            if member is None or member["status"] == "deleted":
+                unknown.append(address)
+            elif count_bounce(d.db, d.lst, d.settings, member):
+                counted.append(address)
+                if d.db.execute("SELECT status FROM members WHERE id = ?", (member["id"],)).fetchone()[0] \
+                        == "disabled" and member["status"] != "disabled":
+                    disabled.append(address)
+    for address in disabled:
+        for owner in owners(d):
+            send_notice(d, owner, "%s disabled on %s after bounces" % (address, d.lst["name"]),
+                        "Mail to %s kept bouncing, so delivery to this member of %s is disabled.\n"
+                        "They get warnings and are removed after %s unless they write to %s.\n"
+                        % (address, d.lst["name"], plural(int(d.settings["bounce_remove_days"]), "day"),
+                           list_address(d.lst, "set-mail")))
+    d.outcome = "bounce %s for=%s counted=%s disabled=%s unknown=%s" % (
+        kind, ",".join(addresses) or "-", ",".join(counted) or "-", ",".join(disabled) or "-",
+        ",".join(unknown) or "-")
+
+
+def count_bounce(db, lst, settings, member):
+    """Add one to the member's score, at most once a UTC day; disable at the threshold."""
+    today = utc(now(), "%Y-%m-%d")
+    last = member["bounce_last"]
+    if last == today:
+        return False
+    stale = last is None or days_since(last, now()) > int(settings["bounce_stale_days"])
+    score = 1 if stale else member["bounce_score"] + 1
+    db.execute("UPDATE members SET bounce_score = ?, bounce_last = ? WHERE id = ?", (score, today, member["id"]))
+    if score >= int(settings["bounce_threshold"]) and member["status"] == "active":
+        db.execute("UPDATE members SET status = 'disabled', disabled_at = ?, probes = 0, last_probe = NULL "
+                   "WHERE id = ?", (utc(now()), member["id"]))
+    return True
+
+
+def reenable(d):
+    """A disabled member who writes to a command address gets mail again."""
+    with write(d.db):
+        d.db.execute("UPDATE members SET status = 'active', bounce_score = 0, bounce_last = NULL, "
+                     "disabled_at = NULL, probes = 0, last_probe = NULL WHERE id = ?", (d.member["id"],))
+    d.member = member_by_address(d.db, d.lst, d.member["address"])
 
 
 def forward_to_owners(d):
@@ -1688,6 +1854,8 @@ def forward_to_owners(d):
     d.outcome = "forwarded to the owners"
 
 # What each address of a list runs: deliver() looks the command up here.
+# Mail to the PASSIVE ones does not re-enable a member disabled by bounces.
+PASSIVE = ("post", "new", "reply", "thread-new", "bounces", "owner", "approve", "reject")
 HANDLERS = {
     "post": post, "new": post, "reply": post, "thread-new": post,
     "thread-subscribe": follow_thread, "thread-unsubscribe": follow_thread,
@@ -1698,9 +1866,91 @@ HANDLERS = {
 }
 
 
-# Digests & cron #############################################################
-# `cron` (digests, expiry, idle threads, bounce housekeeping) arrives with the
-# digest and bounce issues; until then the subcommand says so.
+# Digests & cron ############################################################
+# `mlmpipe.py cron`, every few minutes: expiry, idle threads, and the bounce
+# housekeeping of SPEC 5.6.  Digests arrive with the digest issue.
+
+class Housekeeping:
+    """What cron needs to send mail for a list: the shape send_notice expects."""
+
+    def __init__(self, cfg, db, lst):
+        self.cfg, self.db, self.lst = cfg, db, lst
+        self.settings = list_settings(db, lst)
+        self.msg = None
+
+
+def cmd_cron(cfg, args):
+    db = open_db(cfg)
+    log = Log(cfg.log)
+    for lst in db.execute("SELECT * FROM lists ORDER BY id").fetchall():
+        h = Housekeeping(cfg, db, lst)
+        done = expire(h) + close_idle_threads(h) + bounce_housekeeping(h)
+        log("cron list=%s %s" % (lst["name"], " ".join(done) or "nothing to do"))
+    return 0
+
+
+def expire(h):
+    """Drop expired tokens; reject held messages nobody decided on in time."""
+    t = now()
+    with write(h.db):
+        tokens = h.db.execute("DELETE FROM tokens WHERE list_id = ? AND expires < ?", (h.lst["id"], t)).rowcount
+        held = h.db.execute("UPDATE messages SET status = 'rejected', reason = 'expired: ' || reason "
+                            "WHERE list_id = ? AND status = 'held' AND received < ?",
+                            (h.lst["id"], utc(t - TOKEN_DAYS * 86400))).rowcount
+    return ["tokens_expired=%d" % tokens] * bool(tokens) + ["held_expired=%d" % held] * bool(held)
+
+
+def close_idle_threads(h):
+    days = int(h.settings["thread_idle_days"])
+    if days <= 0:
+        return []
+    with write(h.db):
+        closed = h.db.execute("UPDATE threads SET status = 'closed' WHERE list_id = ? "
+                              "AND status IN ('new', 'active') AND coalesce(last_post, created) < ?",
+                              (h.lst["id"], utc(now() - days * 86400))).rowcount
+    return ["threads_closed=%d" % closed] * bool(closed)
+
+
+def bounce_housekeeping(h):
+    """Warn members disabled by bounces (PROBES times), then remove them."""
+    t, lst = now(), h.lst
+    remove_days = int(h.settings["bounce_remove_days"])
+    every = remove_days / PROBES
+    probed, removed = [], []
+    for member in h.db.execute(
+            "SELECT m.*, s.address FROM members m JOIN subscribers s ON s.id = m.subscriber_id "
+            "WHERE m.list_id = ? AND m.status = 'disabled' AND m.disabled_at IS NOT NULL",
+            (lst["id"],)).fetchall():
+        if days_since(member["disabled_at"], t) >= remove_days:
+            with write(h.db):
+                h.db.execute("UPDATE members SET status = 'deleted' WHERE id = ?", (member["id"],))
+            removed.append(member["address"])
+        elif member["probes"] < PROBES and (member["last_probe"] is None
+                                            or days_since(member["last_probe"], t) >= every):
+            send_probe(h, member, remove_days)
+            with write(h.db):
+                h.db.execute("UPDATE members SET probes = probes + 1, last_probe = ? WHERE id = ?",
+                             (utc(t), member["id"]))
+            probed.append(member["address"])
+    for address in removed:
+        for owner in owners(h):
+            send_notice(h, owner, "%s removed from %s after bounces" % (address, lst["name"]),
+                        "Mail to %s bounced until delivery was disabled, and %s later it still had not "
+                        "come back, so it is no longer a member of %s.\n"
+                        % (address, plural(remove_days, "day"), lst["name"]))
+    return ["probed=%s" % ",".join(probed)] * bool(probed) + ["removed=%s" % ",".join(removed)] * bool(removed)
+
+
+def send_probe(h, member, remove_days):
+    """A warning sent with the member's VERP envelope, so a bounce of it is seen too."""
+    lst, address = h.lst, member["address"]
+    until = utc(parse_utc(member["disabled_at"]) + remove_days * 86400, "%Y-%m-%d")
+    send_notice(h, address, "Your mail from %s is paused" % lst["name"],
+                "Mail from the list %s to %s has been bouncing, so the list stopped sending to you.\n"
+                "To get the list's mail again, write to mailto:%s\n"
+                "Unless you do, you will be removed from the list on %s.\n"
+                % (lst["name"], address, list_address(lst, "set-mail"), until),
+                envelope=bounce_address(lst, address))
 
 
 # Admin subcommands ##########################################################
@@ -1867,7 +2117,7 @@ def cmd_members(cfg, args):
     lst = need_list(db, args["LIST"])
     rows = [{"address": r["address"], "preference": "all" if r["preference"] else "first",
              "format": r["format"], "status": r["status"], "bounce_score": r["bounce_score"],
-             "joined": r["joined"]}
+             "bounce_last": r["bounce_last"], "disabled_at": r["disabled_at"], "joined": r["joined"]}
             for r in db.execute("SELECT m.*, s.address FROM members m JOIN subscribers s "
                                 "ON s.id = m.subscriber_id WHERE m.list_id = ? ORDER BY s.address",
                                 (lst["id"],))]
@@ -1923,7 +2173,7 @@ def cmd_held(cfg, args):
              "reason": "asks to join a closed list", "sender": r["address"], "subject": "(subscription request)",
              "received": None}
             for r in db.execute("SELECT * FROM tokens WHERE list_id = ? AND purpose = 'join' AND expires > ?",
-                                (lst["id"], time.time()))]
+                                (lst["id"], now()))]
     if args["--json"]:
         print_json(out)
     for r in [] if args["--json"] else out:
@@ -2070,7 +2320,7 @@ SUBCOMMANDS = {
     "init": cmd_init, "newlist": cmd_newlist, "rmlist": cmd_rmlist, "lists": cmd_lists,
     "config": cmd_config, "add": cmd_add, "remove": cmd_remove, "members": cmd_members,
     "threads": cmd_threads, "thread": cmd_thread, "held": cmd_held, "approve": cmd_approve,
-    "reject": cmd_reject, "cron": cmd_not_yet, "export": cmd_not_yet, "import": cmd_not_yet,
+    "reject": cmd_reject, "cron": cmd_cron, "export": cmd_not_yet, "import": cmd_not_yet,
     "mta-config": cmd_mta_config, "check": cmd_check,
 }
 
@@ -2114,6 +2364,10 @@ def run_deliver(opts, stdin, env):
         return exit_code(Outcome(), qmail)
     except Outcome as outcome:
         result = outcome
+        if getattr(outcome, "logged", False):
+            if result.kind != "ok":
+                sys.stderr.write(result.sentence + "\n")
+            return exit_code(result, qmail)
     except (sqlite3.Error, OSError) as exc:
         log.traceback()
         result = temporary_for(exc, "delivering")
@@ -2132,8 +2386,10 @@ def run_deliver(opts, stdin, env):
 
 def main(argv=None, stdin=None, env=None):
     """Run one subcommand; returns the exit code."""
+    global CLOCK
     argv = sys.argv[1:] if argv is None else list(argv)
     env = os.environ if env is None else env
+    CLOCK = env.get("MLMPIPE_NOW")
     if argv[:1] == ["deliver"]:
         opts = deliver_options(argv[1:])
         if opts is not None:

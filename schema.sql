@@ -39,8 +39,10 @@ CREATE TABLE IF NOT EXISTS members (
     status        TEXT NOT NULL DEFAULT 'active'
                   CHECK (status IN ('active', 'nomail', 'disabled', 'deleted')),
     bounce_score  INTEGER NOT NULL DEFAULT 0,
-    bounce_last   TEXT,
-    disabled_at   TEXT,
+    bounce_last   TEXT,                          -- UTC date of the last counted bounce
+    disabled_at   TEXT,                          -- UTC time delivery was disabled by bounces
+    probes        INTEGER NOT NULL DEFAULT 0,    -- warnings sent since then
+    last_probe    TEXT,
     joined        TEXT NOT NULL DEFAULT (datetime('now')),
     UNIQUE (list_id, subscriber_id)
 );

@@ -162,9 +162,10 @@ def test_owner_address_forwards_to_owners_without_verp(mixed):
     assert calls[0].raw.rstrip(b"\n") == raw.replace(b"\r\n", b"\n").rstrip(b"\n")
 
 
-def test_bounces_are_accepted_and_logged_not_refused(mixed):
+def test_unreadable_bounce_is_logged_and_dropped_not_refused(mixed):
     bounce = make_msg("MAILER-DAEMON@mx.example.com", mixed.addr("bounces-all-text=example.com"),
-                      "Undelivered Mail Returned to Sender")
+                      "Undelivered Mail Returned to Sender", body="Something happened.\n")
     mixed.post(bounce, to=mixed.addr("bounces-all-text=example.com"), sender="")
     assert mixed.take() == []
-    assert "bounce from all-text@example.com logged" in mixed.logfile.read_text()
+    assert "outcome=bounce unknown for=all-text@example.com counted=-" in mixed.logfile.read_text()
+    assert mixed.members()[ALL_TEXT]["bounce_score"] == 0
