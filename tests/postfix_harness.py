@@ -20,6 +20,14 @@ Two ways into mlmpipe, as SPEC §3 describes them:
     recipient_delimiter = - and owner_request_special = no; local(8) runs it
     with the privileges of the alias database's owner and puts an mbox
     `From ` line before the headers.
+
+The pipe transport runs mlmpipe behind tee(1), which keeps a copy of every
+message it is handed (and its arguments) in the instance's tap/ directory, so
+a test can see what Postfix really passed on, e.g. its own DSN (`tapped`).
+
+The sink answers RCPT TO for local parts starting with "ghost" with
+`550 5.1.1 ... User unknown`, so Postfix bounces that copy itself and sends
+its DSN to the copy's VERP envelope sender, that is back into mlmpipe.
 """
 import contextlib
 import email
@@ -74,7 +82,7 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 mlmpipe   unix  -       n       n       -       10      pipe
   flags=hX null_sender= user={user}
-  argv={runner} deliver -c {config} --recipient=${{recipient}} --sender=${{sender}}
+  argv={pipe_runner} deliver -c {config} --recipient=${{recipient}} --sender=${{sender}}
 """
 
 MAIN_CF = """\
@@ -127,6 +135,22 @@ RUNNER = """\
 """
 
 
+PIPE_RUNNER = """\
+#!/bin/sh
+# The pipe(8) transport's command: mlmpipe, fed through tee(1) so that the
+# tests can read each message exactly as Postfix handed it over (and the
+# arguments it came with).  The exit code is mlmpipe's (the last in the pipe).
+copy=$(mktemp {tap}/message.XXXXXX) || exit 75
+printf '%s\\n' "$@" >"$copy.args"
+tee "$copy" | {runner} "$@"
+"""
+
+
+def refuse_ghosts(address):
+    """The sink's default refusal: local parts starting with "ghost" do not exist."""
+    return address.rpartition("@")[0].lower().startswith("ghost")
+
+
 def missing_prerequisite():
     """The reason these tests cannot run here, or None."""
     if not sys.platform.startswith("linux"):
@@ -166,15 +190,30 @@ class Transaction:
 
 
 class Sink:
-    """An aiosmtpd server on 127.0.0.1 that keeps every transaction."""
+    """An aiosmtpd server on 127.0.0.1 that keeps every transaction.
 
-    def __init__(self):
+    When `refuse(address)` is true, RCPT TO for that address is answered with
+    a permanent 550 5.1.1 (user unknown), so that Postfix bounces that copy
+    itself; the refusals are kept in `refused` as (mail_from, address).
+    """
+
+    def __init__(self, refuse=refuse_ghosts):
         from aiosmtpd.controller import Controller
+        self.refuse = refuse
+        self.refused = []
         self.transactions = []
         self._lock = threading.Lock()
         self.port = free_port()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port,
                                       server_hostname="sink.example.test")
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.refuse is not None and self.refuse(address):
+            with self._lock:
+                self.refused.append((envelope.mail_from, address))
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         data = envelope.original_content or envelope.content
@@ -196,6 +235,29 @@ class Sink:
 
 
 # The Postfix instance ######################################################
+
+class Tapped:
+    """One message the pipe transport handed to mlmpipe, with its arguments."""
+
+    def __init__(self, path):
+        self.path = path
+        with open(path, "rb") as handle:
+            self.data = handle.read()
+        with open(path + ".args", errors="replace") as handle:
+            self.args = handle.read().splitlines()
+
+    def option(self, name):
+        """The value of --NAME=VALUE among the arguments, or None."""
+        prefix = "--%s=" % name
+        return next((a[len(prefix):] for a in self.args if a.startswith(prefix)), None)
+
+    @property
+    def message(self):
+        return email.message_from_bytes(self.data, policy=email.policy.default)
+
+    def __repr__(self):
+        return "<Tapped %s args=%r>" % (self.path, self.args)
+
 
 def ensure_user(name=TEST_USER):
     """The unprivileged delivery user: created as a system user if missing, else nobody."""
@@ -230,6 +292,8 @@ class PostfixInstance:
         self.home = os.path.join(self.directory, "mlmpipe")  # database, archive, log
         self.config = os.path.join(self.home, "mlmpipe.cfg")
         self.runner = os.path.join(self.bin, "mlmpipe")
+        self.pipe_runner = os.path.join(self.bin, "mlmpipe-pipe")  # the pipe transport's: tees into tap
+        self.tap = os.path.join(self.directory, "tap")
         self.lib = os.path.join(self.directory, "lib")  # the installed copy, as README's installation does
         self.program = os.path.join(self.lib, "mlmpipe.py")
         self.sendmail = os.path.join(self.bin, "sendmail")
@@ -248,15 +312,18 @@ class PostfixInstance:
         os.chown(self.data, pwd.getpwnam("postfix").pw_uid, -1)
         os.makedirs(self.home, mode=0o700)
         os.chown(self.home, self.user.pw_uid, self.user.pw_gid)
+        os.makedirs(self.tap, mode=0o700)
+        os.chown(self.tap, self.user.pw_uid, self.user.pw_gid)
         self._write(os.path.join(self.etc, "main.cf"), MAIN_CF.format(
             queue=self.queue, data=self.data, etc=self.etc, directory=self.directory,
             myhostname=MYHOSTNAME, alias_domain=ALIAS_DOMAIN, pipe_domain=PIPE_DOMAIN,
             sink_port=self.sink_port))
         self._write(os.path.join(self.etc, "master.cf"), MASTER_CF.format(
-            port=self.port, user=self.user.pw_name, runner=self.runner, config=self.config))
+            port=self.port, user=self.user.pw_name, pipe_runner=self.pipe_runner, config=self.config))
         self._write(os.path.join(self.etc, "transport"), "%s mlmpipe:\n" % PIPE_DOMAIN)
         self._write(self.sendmail, SENDMAIL_WRAPPER.format(etc=self.etc, sendmail=SENDMAIL), 0o755)
         self._write_runner()
+        self._write(self.pipe_runner, PIPE_RUNNER.format(tap=self.tap, runner=self.runner), 0o755)
         # Outside the config directory, which `postfix check` wants owned by root.
         os.makedirs(os.path.join(self.directory, "aliases"), mode=0o755)
         alias_file = os.path.join(self.directory, "aliases", "aliases")
@@ -427,6 +494,33 @@ class PostfixInstance:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     # diagnostics
+
+    def tapped(self, predicate=lambda t: True):
+        """The messages the pipe transport handed mlmpipe (oldest first) that `predicate` is true of."""
+        found = []
+        for name in sorted(os.listdir(self.tap), key=lambda n: os.stat(os.path.join(self.tap, n)).st_mtime_ns):
+            path = os.path.join(self.tap, name)
+            if name.endswith(".args") or not os.path.exists(path + ".args"):
+                continue
+            with contextlib.suppress(OSError):
+                tapped = Tapped(path)
+                if predicate(tapped):
+                    found.append(tapped)
+        return found
+
+    def maillog_text(self):
+        try:
+            with open(self.maillog, errors="replace") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
+
+    def mlmpipe_log_text(self):
+        try:
+            with open(self.mlmpipe_log, errors="replace") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
 
     def log(self):
         parts = []

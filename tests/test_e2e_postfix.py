@@ -1,4 +1,5 @@
-"""End to end through a real Postfix (issue 2, acceptance item 5).
+"""End to end through a real Postfix (issue 2, acceptance item 5; issue 3,
+acceptance item 5: Postfix's own bounce, through the VERP address, scored).
 
 A private Postfix instance on 127.0.0.1 (tests/postfix_harness.py) hands
 mail for lists.example.test to `mlmpipe.py deliver` through a pipe(8)
@@ -9,9 +10,11 @@ instance, which relays every copy (and every bounce) to an SMTP sink on
 except under CI=true, where that is a failure.
 """
 import email.utils
+import json
 import os
 import re
 import smtplib
+import time
 import uuid
 
 import pytest
@@ -182,3 +185,98 @@ def test_alias_delivery_strips_the_mbox_from_line(mail_system):
         assert "A line of text for the list." in message.as_string()
     assert re.search(r"postfix/local\[\d+\]: \w+: to=<%s-new@%s>, relay=local, .*status=sent \(delivered to command"
                      % (ALIAS_LIST, re.escape(harness.ALIAS_DOMAIN)), postfix.log()), postfix.log()
+
+
+GHOST = "ghost@example.com"  # the sink answers RCPT TO for it with 550 5.1.1
+
+
+def member_record(postfix, list_name, address):
+    """The `members --json` object of `address` on `list_name`, or None."""
+    listed = json.loads(postfix.mlmpipe("members", list_name, "--json").stdout)
+    return next((m for m in listed if m["address"] == address), None)
+
+
+def test_postfix_bounce_through_verp_address_raises_the_members_score(mail_system):
+    """Issue 3, acceptance item 5: Postfix's own DSN, sent to the VERP envelope
+    sender of the copy it could not deliver, comes back through the pipe
+    transport into mlmpipe and adds one to that member's bounce score."""
+    postfix, sink = mail_system
+    postfix.mlmpipe("add", PIPE_LIST, GHOST)
+    assert member_record(postfix, PIPE_LIST, GHOST)["bounce_score"] == 0
+    ghost_verp = verp(PIPE_LIST, harness.PIPE_DOMAIN, GHOST)
+    uid = postfix.user.pw_uid
+    poster = PIPE_MEMBERS[1]
+    message_id = submit(postfix, poster, "%s-new@%s" % (PIPE_LIST, harness.PIPE_DOMAIN), "Ghost post")
+
+    # The members who exist get their copies as usual; the sink refused the ghost's.
+    check_copies(postfix, sink, message_id, PIPE_LIST, harness.PIPE_DOMAIN,
+                 PIPE_MEMBERS, "Ghost post", r"ghostpost\d+")
+    assert (ghost_verp, GHOST) in sink.refused, (sink.refused, postfix.log())
+
+    # Postfix bounced the copy, sent its non-delivery notification to the VERP
+    # address, and handed that to the mlmpipe transport, which accepted it.
+    def dsn_delivered():
+        text = postfix.maillog_text()
+        refused = re.search(r"postfix/smtp\[\d+\]: (\w+): to=<%s>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, "
+                            r".*status=bounced \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: 550 5\.1\.1 "
+                            % (re.escape(GHOST), sink.port), text)
+        if not refused:
+            return None
+        notice = re.search(r"postfix/bounce\[\d+\]: %s: sender non-delivery notification: (\w+)"
+                           % refused.group(1), text)
+        if not notice:
+            return None
+        delivered = re.search(r"postfix/pipe\[\d+\]: %s: to=<%s>, relay=mlmpipe, .*status=(\w+) .*"
+                              % (notice.group(1), re.escape(ghost_verp)), text)
+        return (notice, delivered) if delivered else None
+
+    notice, delivered = harness.wait_until(dsn_delivered, postfix, sink, timeout=60,
+                                           what="Postfix bounce of the copy for %s into mlmpipe" % GHOST)
+    log = postfix.log()
+    assert delivered.group(1) == "sent", (delivered.group(0), log)
+    maillog = postfix.maillog_text()
+    assert re.search(r"postfix/qmgr\[\d+\]: %s: from=<>, " % notice.group(1), maillog), log
+
+    # What mlmpipe got is Postfix's real DSN, with the empty envelope sender.
+    [dsn] = postfix.tapped(lambda t: t.option("recipient") == ghost_verp)
+    assert dsn.option("sender") == "", dsn
+    report = dsn.message
+    assert report.get_content_type() == "multipart/report", dsn.data[:3000]
+    assert report.get_param("report-type") == "delivery-status", dsn.data[:3000]
+    assert report["Auto-Submitted"] == "auto-replied", dsn.data[:3000]
+    assert "MAILER-DAEMON" in str(report["From"]), dsn.data[:3000]
+    status = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
+    text = status.as_string()
+    assert re.search(r"^Final-Recipient: rfc822; ?%s\s*$" % re.escape(GHOST), text, re.M | re.I), text
+    assert re.search(r"^Action: failed\s*$", text, re.M), text
+    assert re.search(r"^Status: 5\.1\.1\s*$", text, re.M), text
+    assert re.search(r"^Diagnostic-Code: smtp; 550 5\.1\.1 <%s>" % re.escape(GHOST), text, re.M), text
+
+    # mlmpipe counted it: ghost@example.com's score went from 0 to 1.  (pipe(8)
+    # logged status=sent, so mlmpipe has finished; the poll is only a margin.)
+    deadline = time.monotonic() + 10
+    while True:
+        record = member_record(postfix, PIPE_LIST, GHOST)
+        if record["bounce_score"] == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert record["bounce_score"] == 1, (record, dsn.data.decode("utf-8", "replace"), postfix.log())
+    assert record["bounce_last"], record
+    assert record["status"] == "active", record
+    for member in PIPE_MEMBERS:
+        assert member_record(postfix, PIPE_LIST, member)["bounce_score"] == 0, member
+    lines = [line for line in postfix.mlmpipe_log_text().splitlines()
+             if "bounce" in line.lower() and GHOST in line]
+    assert lines and not any("outcome=temporary" in line for line in lines), postfix.log()
+
+    # And the bounce got no answer: once the notification was queued, mlmpipe
+    # submitted nothing (pickup logs each sendmail of the delivery user), and
+    # nothing went to MAILER-DAEMON or to the empty sender.
+    time.sleep(2)
+    postfix.flush()
+    maillog = postfix.maillog_text()
+    after = maillog[maillog.index(notice.group(0)):]
+    assert not re.search(r"postfix/pickup\[\d+\]: \w+: uid=%d " % uid, after), postfix.log()
+    assert not re.search(r"to=<(mailer-daemon(@[^>]*)?)?>", maillog, re.I), postfix.log()
+    assert not sink.matching(lambda t: any(r in ("", "<>") or r.lower().startswith("mailer-daemon")
+                                           for r in t.rcpt_tos)), sink.matching(lambda t: True)
