@@ -1884,9 +1884,31 @@ def cmd_cron(cfg, args):
     log = Log(cfg.log)
     for lst in db.execute("SELECT * FROM lists ORDER BY id").fetchall():
         h = Housekeeping(cfg, db, lst)
-        done = expire(h) + close_idle_threads(h) + bounce_housekeeping(h)
+        done = finish_orphans(h, log) + expire(h) + close_idle_threads(h) + bounce_housekeeping(h)
         log("cron list=%s %s" % (lst["name"], " ".join(done) or "nothing to do"))
     return 0
+
+
+def finish_orphans(h, log):
+    """Finish distributions whose process died and whose MTA gave up on them
+    (Postfix bounces a message after command_time_limit instead of retrying)."""
+    finished = []
+    for row in h.db.execute("SELECT * FROM messages WHERE list_id = ? AND status = 'sending'",
+                            (h.lst["id"],)).fetchall():
+        d = Delivery(h.cfg, h.db, log, b"\n", False, row["recipient"], row["sender"])
+        d.lst, d.settings = h.lst, h.settings
+        try:
+            with write(h.db):
+                d.existing = message_by_message_id(h.db, h.lst, row["message_id"])
+                if d.existing["status"] != "sending":
+                    continue
+                resume(d)                 # refuses while its own process is alive
+        except Temporary:
+            continue
+        distribute(d)
+        finish(d)
+        finished.append("%s(%d recipients)" % (row["message_id"], d.recipients))
+    return ["orphans_finished=%s" % ",".join(finished)] * bool(finished)
 
 
 def expire(h):

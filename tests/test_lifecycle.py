@@ -152,3 +152,17 @@ def test_bounce_of_a_non_member_or_deleted_member_changes_nothing(mixed):
     assert mixed.take() == []
     assert member(mixed, ALL_TEXT)["bounce_score"] == 0
     assert "unknown=nobody@example.org" in mixed.logfile.read_text()
+
+
+def test_cron_finishes_a_distribution_whose_process_died(make_list):
+    ml = make_list(batch_size=2)
+    raw = make_msg(ALL_TEXT, ml.addr("new"), "Half sent")
+    proc = ml.deliver(raw, to=ml.addr("new"),
+                      env={"FAKE_SENDMAIL_FAIL_AT": "2", "FAKE_SENDMAIL_FAIL_CODE": "killparent"})
+    assert proc.returncode == -9
+    first = ml.take()
+    run_cron(ml, 0)                                    # the MTA gave up; cron finishes the fan-out
+    rest = [Call(json.loads(p.read_text())) for p in sorted(ml.admin_spool.glob("*.json"))]
+    got = once_each(deliveries(first) + deliveries(rest))
+    assert set(got) == ml.active()
+    assert ml.deliver(raw, to=ml.addr("new")).returncode == 0 and ml.take() == []
