@@ -62,7 +62,7 @@ import time
 
 # Constants ##################################################################
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Exit codes: one table per MTA.  Postfix (sysexits.h) retries only 75.
@@ -472,12 +472,27 @@ def open_db(cfg, create=False):
     if version < SCHEMA_VERSION:
         if version == 0 and not create:
             raise Temporary("4.3.5 mlmpipe: database %s is empty; run 'mlmpipe.py init'" % cfg.database)
-        with open(os.path.join(HERE, "schema.sql"), encoding="utf-8") as f:
-            db.executescript(f.read())
+        schema, migrations = read_schema()
+        for number, statements in migrations if version else ():
+            with write(db):                      # one process migrates; the others see it done
+                if db.execute("PRAGMA user_version").fetchone()[0] < number:
+                    for statement in statements:
+                        db.execute(statement)
+                    db.execute("PRAGMA user_version = %d" % number)
+        db.executescript(schema)
     elif version > SCHEMA_VERSION:
         raise Temporary("4.3.5 mlmpipe: database %s is from a newer mlmpipe (version %d)"
                         % (cfg.database, version))
     return db
+
+
+def read_schema():
+    """schema.sql: (the script that makes the tables, [(version, [statements that migrate to it])])."""
+    with open(os.path.join(HERE, "schema.sql"), encoding="utf-8") as f:
+        schema, _, migrations = f.read().partition("\n-- Migrations #")
+    blocks = [b.split("\n", 1) for b in re.split(r"\n-- to (?=\d+\n)", migrations)[1:]]
+    return schema, [(int(number), [x for x in re.sub(r"--.*", "", text).split(";") if x.strip()])
+                    for number, text in blocks]
 
 
 class write:
@@ -622,9 +637,19 @@ def is_follower(db, chain, member_id):
                       [member_id] + params).fetchone() is not None
 
 
-def progress_of(db, message):
-    return {r["variant"]: r["last_member"] for r in db.execute(
+def progress_of(db, message, note):
+    """Per variant, the last member whose batch sendmail accepted: from the
+    database, and from the note a delivery leaves beside the archived message
+    when the database would not record a batch (locked past db_timeout)."""
+    done = {r["variant"]: r["last_member"] for r in db.execute(
         "SELECT variant, last_member FROM progress WHERE message = ?", (message["id"],))}
+    try:
+        with open(note, encoding="ascii", errors="replace") as f:
+            for variant, last in re.findall(r"^(\S+) (\d+)\n", f.read(), re.M):
+                done[variant] = max(done.get(variant, 0), int(last))
+    except FileNotFoundError:
+        pass
+    return done
 
 
 def record_batch(db, message, variant, last_member):
@@ -651,17 +676,19 @@ def token_tag(cfg, lst, purpose, nonce):
     return hmac.new(cfg.secret.encode(), key, hashlib.sha256).hexdigest()[:TOKEN_BYTES * 2]
 
 
-def take_token(db, cfg, lst, purpose, token):
-    """The token's row when it is valid; it is used up."""
+def take_token(db, cfg, lst, purpose, token, used_by):
+    """The token's row when it is valid; it is used up by `used_by` (a
+    Message-ID), which alone may take it again: the MTA's retry of a message
+    whose answer could not be sent must find the same token."""
     token = (token or "").lower()
     nonce, tag = token[:TOKEN_BYTES * 2], token[TOKEN_BYTES * 2:]
     if not hmac.compare_digest(tag.encode(), token_tag(cfg, lst, purpose, nonce).encode()):
         return None
     row = db.execute("SELECT * FROM tokens WHERE nonce = ? AND list_id = ? AND purpose = ?",
                      (nonce, lst["id"], purpose)).fetchone()
-    if row is None or row["expires"] < now():
+    if row is None or row["expires"] < now() or row["used_by"] not in (None, used_by):
         return None
-    db.execute("DELETE FROM tokens WHERE nonce = ?", (nonce,))
+    db.execute("UPDATE tokens SET used_by = ? WHERE nonce = ?", (used_by, nonce))
     return row
 
 
@@ -1342,7 +1369,8 @@ def recipient_groups(d):
 def distribute(d):
     """Send every variant in batches, recording each accepted batch."""
     headers = outgoing_headers(d)
-    done = progress_of(d.db, d.stored)
+    note = archive_path(d.cfg, d.lst["id"], d.stored["id"], ".sent")
+    done = progress_of(d.db, d.stored, note)
     page = 1 if d.cfg.verp == "per-recipient" else d.cfg.batch_size
     for fmt, follower, condition, params in recipient_groups(d):
         variant = "%s/%s" % (fmt, "follower" if follower else "other")
@@ -1356,7 +1384,14 @@ def distribute(d):
             for flags, recipients in sendmail_calls(d.cfg, d.lst, [r["address"] for r in rows]):
                 run_sendmail(d.cfg, flags, recipients, data)
             after = rows[-1]["id"]
-            record_batch(d.db, d.stored, variant, after)
+            try:
+                record_batch(d.db, d.stored, variant, after)
+            except sqlite3.Error:
+                with open(note, "a", encoding="ascii") as f:      # so the retry does not send it again
+                    f.write("%s %d\n" % (variant, after))
+                    f.flush()
+                    os.fsync(f.fileno())
+                raise
             d.recipients += len(rows)
             d.batches += 1
             if len(rows) < page:
@@ -1368,6 +1403,10 @@ def finish(d):
     with write(d.db):
         d.db.execute("UPDATE messages SET status = 'sent', sent = ?, owner_pid = NULL, "
                      "lease_until = NULL WHERE id = ?", (utc(now()), d.stored["id"]))
+    try:
+        os.remove(archive_path(d.cfg, d.lst["id"], d.stored["id"], ".sent"))
+    except FileNotFoundError:
+        pass
 
 
 # Holds ######################################################################
@@ -1404,15 +1443,21 @@ def owners(d):
 def approve_held(d, message):
     """Distribute a held message as if it had just arrived."""
     with write(d.db):
-        d.existing = message
-        d.recipient = message["recipient"]
-        d.command = parse_rest(match_list(split_address(d.recipient)[0], [d.lst["name"]])[1] or "")
-        if d.command.thread is not None:
-            d.thread = thread_by_name(d.db, d.lst, d.command.thread)
-            if d.thread is None:
-                d.command = Command("post")
-        choose_thread(d)
-        store(d)
+        d.existing = message = d.db.execute("SELECT * FROM messages WHERE id = ?", (message["id"],)).fetchone()
+        if message["status"] == "sending":     # the retry of an approval whose distribution failed
+            resume(d)
+        elif message["status"] == "held":
+            d.recipient = message["recipient"]
+            d.command = parse_rest(match_list(split_address(d.recipient)[0], [d.lst["name"]])[1] or "")
+            if d.command.thread is not None:
+                d.thread = thread_by_name(d.db, d.lst, d.command.thread)
+                if d.thread is None:
+                    d.command = Command("post")
+            choose_thread(d)
+            store(d)
+        else:
+            d.thread = thread_by_id(d.db, message["thread_id"])
+            return
     distribute(d)
     finish(d)
 
@@ -1455,15 +1500,24 @@ def command_member(d):
 
 
 def follow_thread(d):
-    """L-THREAD-subscribe / -unsubscribe."""
+    """L-THREAD-subscribe / -unsubscribe.
+
+    The change and its answer go together: the answer is sent inside the
+    transaction, so when it cannot be sent nothing changed and the MTA's retry
+    sends the same answer with the same catch-up.
+    """
     member = command_member(d)
     follow = d.command.word == "subscribe"
-    chain = thread_chain(d.db, d.thread)
-    with write(d.db):
-        was = is_follower(d.db, chain, member["id"])
-        set_override(d.db, d.thread, member["id"], 1 if follow else 0)
     name, subject = d.thread["name"], d.thread["subject"]
-    if follow:
+    with write(d.db):
+        was = is_follower(d.db, thread_chain(d.db, d.thread), member["id"])
+        set_override(d.db, d.thread, member["id"], 1 if follow else 0)
+        if not follow:
+            send_notice(d, member["address"], "You no longer follow %s on %s" % (name, d.lst["name"]),
+                        "You will no longer get the messages of the thread %s (\"%s\") on %s.\n"
+                        "To follow it again, write to mailto:%s\n" % (
+                            name, subject, d.lst["name"], list_address(d.lst, name + "-subscribe")))
+            return
         text = ("You now follow the thread %s (\"%s\") on %s and get its messages.\n"
                 "To stop, write to mailto:%s\n" % (name, subject, d.lst["name"],
                                                   list_address(d.lst, name + "-unsubscribe")))
@@ -1477,11 +1531,6 @@ def follow_thread(d):
                 len(earlier), "earlier message")
             attach = digest_mime(d, earlier)
         send_notice(d, member["address"], "You follow %s on %s" % (name, d.lst["name"]), text, attach)
-    else:
-        send_notice(d, member["address"], "You no longer follow %s on %s" % (name, d.lst["name"]),
-                    "You will no longer get the messages of the thread %s (\"%s\") on %s.\n"
-                    "To follow it again, write to mailto:%s\n" % (
-                        name, subject, d.lst["name"], list_address(d.lst, name + "-subscribe")))
 
 
 def catch_up(d):
@@ -1638,21 +1687,19 @@ def confirm(d):
     """L-confirm-TOKEN: carry out a subscribe or unsubscribe request."""
     requester(d)
     with write(d.db):
-        token = (take_token(d.db, d.cfg, d.lst, "subscribe", d.command.arg)
-                 or take_token(d.db, d.cfg, d.lst, "unsubscribe", d.command.arg))
+        token = (take_token(d.db, d.cfg, d.lst, "subscribe", d.command.arg, d.message_id)
+                 or take_token(d.db, d.cfg, d.lst, "unsubscribe", d.command.arg, d.message_id))
         if token is not None and token["purpose"] == "subscribe":
             add_member(d.db, d.lst, token["address"])
+            welcome(d, token["address"])
         elif token is not None:
             leave(d.db, d.lst, token["address"])
+            send_notice(d, token["address"], "You left %s" % d.lst["name"],
+                        "%s is no longer a member of %s. To come back, write to mailto:%s\n"
+                        % (token["address"], d.lst["name"], list_address(d.lst, "subscribe")))
     if token is None:
         raise Refuse("5.7.1 <%s>: this confirmation is unknown, used or expired; ask again by writing to %s"
                      % (d.recipient, list_address(d.lst, "subscribe")), EX_NOPERM)
-    if token["purpose"] == "subscribe":
-        welcome(d, token["address"])
-    else:
-        send_notice(d, token["address"], "You left %s" % d.lst["name"],
-                    "%s is no longer a member of %s. To come back, write to mailto:%s\n"
-                    % (token["address"], d.lst["name"], list_address(d.lst, "subscribe")))
     d.outcome = "confirmed " + token["purpose"]
 
 
@@ -1679,8 +1726,8 @@ def owner_action(d):
         raise Refuse("5.7.1 <%s>: only an owner of %s can approve or reject held messages"
                      % (d.recipient, d.lst["name"]), EX_NOPERM)
     with write(d.db):
-        token = (take_token(d.db, d.cfg, d.lst, "hold", d.command.arg)
-                 or take_token(d.db, d.cfg, d.lst, "join", d.command.arg))
+        token = (take_token(d.db, d.cfg, d.lst, "hold", d.command.arg, d.message_id)
+                 or take_token(d.db, d.cfg, d.lst, "join", d.command.arg, d.message_id))
     if token is None:
         raise Refuse("5.7.1 <%s>: this token is unknown, used or expired" % d.recipient, EX_NOPERM)
     if token["purpose"] == "join":
@@ -1706,7 +1753,7 @@ def decide_join(d, address, approve):
     if approve:
         with write(d.db):
             add_member(d.db, d.lst, address)
-        welcome(d, address)
+            welcome(d, address)
         return "approved subscription"
     send_notice(d, address, "Your request to join %s" % d.lst["name"],
                 "The owners of %s did not accept your request to join.\n" % d.lst["name"])
@@ -2194,7 +2241,8 @@ def cmd_held(cfg, args):
     out += [{"token": r["nonce"] + token_tag(cfg, lst, "join", r["nonce"]), "id": None,
              "reason": "asks to join a closed list", "sender": r["address"], "subject": "(subscription request)",
              "received": None}
-            for r in db.execute("SELECT * FROM tokens WHERE list_id = ? AND purpose = 'join' AND expires > ?",
+            for r in db.execute("SELECT * FROM tokens WHERE list_id = ? AND purpose = 'join' AND expires > ? "
+                                "AND used_by IS NULL",
                                 (lst["id"], now()))]
     if args["--json"]:
         print_json(out)
@@ -2216,8 +2264,9 @@ def held_action(cfg, args, action):
     db = open_db(cfg)
     lst = need_list(db, args["LIST"])
     token = args["TOKEN"]
+    once = "command line %d %f" % (os.getpid(), time.time())
     with write(db):
-        row = take_token(db, cfg, lst, "hold", token) or take_token(db, cfg, lst, "join", token)
+        row = take_token(db, cfg, lst, "hold", token, once) or take_token(db, cfg, lst, "join", token, once)
     if row is not None and row["purpose"] == "join":
         d = Delivery(cfg, db, Log(cfg.log), b"\n", False, list_address(lst), "")
         d.lst, d.settings = lst, list_settings(db, lst)

@@ -1,8 +1,8 @@
 -- mlmpipe database schema: the single source of the tables.
--- mlmpipe.py applies this file with executescript() whenever the database's
--- PRAGMA user_version is lower than the version set at the end, so every
--- statement must be safe to run again (IF NOT EXISTS).  A later version adds
--- its ALTER TABLE statements below, guarded by the version it migrates from.
+-- mlmpipe.py applies the part above the "Migrations" line with executescript()
+-- whenever the database's PRAGMA user_version is lower than the version set
+-- there, so every statement must be safe to run again (IF NOT EXISTS).  An
+-- older database first runs the migration blocks numbered above its version.
 
 PRAGMA journal_mode = WAL;
 
@@ -114,10 +114,19 @@ CREATE TABLE IF NOT EXISTS progress (
 CREATE TABLE IF NOT EXISTS tokens (
     nonce    TEXT PRIMARY KEY,
     list_id  INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
-    purpose  TEXT NOT NULL,                      -- 'hold'
+    purpose  TEXT NOT NULL,                      -- hold, join, subscribe, unsubscribe
     message  INTEGER REFERENCES messages(id) ON DELETE CASCADE,
     address  TEXT,
-    expires  REAL NOT NULL
+    expires  REAL NOT NULL,
+    used_by  TEXT              -- Message-ID that used it: the MTA's retry of that message may again
 ) WITHOUT ROWID;
 
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
+
+-- Migrations ###################################################################
+-- "-- to N" starts the statements that bring a version N-1 database to N.
+
+-- to 2
+ALTER TABLE members ADD COLUMN probes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE members ADD COLUMN last_probe TEXT;
+ALTER TABLE tokens ADD COLUMN used_by TEXT;

@@ -110,8 +110,7 @@ def test_verp_calls():
 def db():
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.row_factory = sqlite3.Row
-    with open(os.path.join(mlmpipe.HERE, "schema.sql")) as f:
-        conn.executescript(f.read())
+    conn.executescript(mlmpipe.read_schema()[0])
     conn.execute("INSERT INTO lists (name, domain) VALUES ('sys', 'l.org')")
     return conn
 
@@ -256,3 +255,28 @@ def test_exit_codes_per_mta():
     temp, perm = mlmpipe.Temporary("4.3.0 x"), mlmpipe.Refuse("5.1.1 x")
     assert [mlmpipe.exit_code(o, False) for o in (mlmpipe.Outcome(), temp, perm)] == [0, 75, 67]
     assert [mlmpipe.exit_code(o, True) for o in (mlmpipe.Outcome(), temp, perm)] == [0, 111, 100]
+
+
+# Schema migration ###########################################################
+
+def test_a_version_1_database_is_migrated(tmp_path):
+    """A database made by the first release's schema (tests/data/schema-v1.sql)
+    is brought to the current version on open, keeping its rows."""
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    with open(os.path.join(os.path.dirname(__file__), "data", "schema-v1.sql")) as f:
+        old.executescript(f.read())
+    old.execute("INSERT INTO lists (name, domain) VALUES ('sys', 'l.org')")
+    old.execute("INSERT INTO subscribers (address) VALUES ('ann@x.org')")
+    old.execute("INSERT INTO members (list_id, subscriber_id, bounce_score) VALUES (1, 1, 2)")
+    old.commit()
+    old.close()
+    cfg = type("Cfg", (), {"database": str(path), "db_timeout": 5})()
+    db = mlmpipe.open_db(cfg)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == mlmpipe.SCHEMA_VERSION == 2
+    row = db.execute("SELECT * FROM members").fetchone()
+    assert (row["bounce_score"], row["probes"], row["last_probe"]) == (2, 0, None)
+    assert "used_by" in [r[1] for r in db.execute("PRAGMA table_info(tokens)")]
+    db.close()
+    again = mlmpipe.open_db(cfg)                  # opening again migrates nothing twice
+    assert again.execute("SELECT count(*) FROM members").fetchone()[0] == 1
