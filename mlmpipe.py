@@ -2487,9 +2487,11 @@ def main(argv=None, stdin=None, env=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     env = os.environ if env is None else env
     CLOCK = env.get("MLMPIPE_NOW")
-    if argv[:1] == ["deliver"]:
-        opts = deliver_options(argv[1:])
-        if opts is not None:
+    if "deliver" in argv:                     # the MTA's call: no docopt (fast start)
+        at = argv.index("deliver")
+        before, after = deliver_options(argv[:at]), deliver_options(argv[at + 1:])
+        if before is not None and after is not None:
+            opts = {key: after[key] if after[key] is not None else before[key] for key in after}
             return run_deliver(opts, stdin or sys.stdin.buffer, env)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())

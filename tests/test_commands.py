@@ -243,3 +243,17 @@ def test_owner_set_by_newlist(mixed):
     ml = mixed
     proc = ml.cli("config", LIST, "owners")
     assert OWNER in proc.stdout.decode()
+
+
+@pytest.mark.parametrize("where", ["help", "bounces-all-text=example.com"])
+def test_commands_and_bounces_import_no_optional_module(mixed, where):
+    """SPEC §9: a command or a bounce starts without docopt, html2text or
+    dnspython (PYTHONPROFILEIMPORTTIME lists every import on stderr)."""
+    raw = make_msg(ALL_TEXT, mixed.addr(where), "help")
+    proc = mixed.deliver(raw, to=mixed.addr(where), env={"PYTHONPROFILEIMPORTTIME": "1"},
+                         sender="" if where.startswith("bounces") else "from")
+    assert proc.returncode == 0, mixed.explain(proc)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr_text.splitlines()
+                if line.startswith("import time:")}
+    assert "email.parser" in imported and "sqlite3" in imported       # the listing works
+    assert not imported & {"docopt", "html2text", "dns", "dns.resolver"}, sorted(imported)
