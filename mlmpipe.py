@@ -1801,14 +1801,22 @@ FAILURE_TEXT = re.compile(
 DELAY_TEXT = re.compile(
     r"has not (?:yet )?been delivered|not yet been delivered|delivery (?:is |has been )?delayed"
     r"|will (?:keep|continue) trying|will retry|still trying|warning: message .* delayed"
-    r"|could not send message for past|this is a temporary error", re.I)
-# Where the returned copy of the message starts in a text bounce.
+    r"|could not send message for past|this is a temporary error|has been delayed|will be retried", re.I)
+# Sendmail's, Postfix's and Gmail's delay notices say this outright, whatever
+# else they say ("Your message could not be delivered for more than 4 hours").
+WARNING_ONLY = re.compile(r"this is a warning (?:message )?only", re.I)
+# Where the returned copy of the message starts in a text bounce (Sendmail
+# indents its "   ----- Original message follows -----").
 RETURNED_COPY = re.compile(
-    r"^(?:-+ ?below this line is a copy of the message|-+ ?this is a copy of the message"
+    r"^[ \t]*(?:-+ ?below this line is a copy of the message|-+ ?this is a copy of the message"
     r"|-+ ?original message|-+ ?the original message|original message follows"
-    r"|-+ ?forwarded message|-+ ?returned message)", re.I | re.M)
+    r"|-+ ?forwarded message|-+ ?returned message|-+ ?message headers? follows?)", re.I | re.M)
 ADDRESS_IN_TEXT = re.compile(r"<([^<>\s@]+@[^<>\s@]+\.[^<>\s@]+)>|^\s+([^<>\s@:]+@[^<>\s@:]+\.[a-z]{2,})\s*$",
                              re.I | re.M)
+# Delivery-status fields in a text part: a broken MTA's status part sent as text/plain.
+DSN_IN_TEXT = re.compile(r"^(?:final|original)-recipient:", re.I | re.M)
+# The mail system's own addresses: they send reports, never auto-replies, and never fail.
+MAIL_SYSTEM = re.compile(r"(?:mailer-daemon|postmaster)@", re.I)
 
 
 def bounce_report(raw):
@@ -1822,21 +1830,38 @@ def bounce_report(raw):
     msg = email.message_from_bytes(raw)
     for part in report_parts(msg):
         if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):
-            return dsn_report(part)
+            return dsn_report(status_blocks(part))
     text = "\n".join(part_text(p) for p in report_parts(msg) if p.get_content_type() == "text/plain")[:65536]
     cut = RETURNED_COPY.search(text)
     text = text[:cut.start()] if cut else text
-    if FAILURE_TEXT.search(text):
-        found = [a.strip().lower() for a in (msg.get("X-Failed-Recipients") or "").split(",") if "@" in a]
-        found += [(a or b).lower() for a, b in ADDRESS_IN_TEXT.findall(text)]
-        return "failed", sorted({a for a in found if valid_address(a)
-                                 and not a.startswith(("postmaster@", "mailer-daemon@"))})
-    if DELAY_TEXT.search(text):
+    if DSN_IN_TEXT.search(text):
+        kind, found = dsn_report(field_blocks(text))
+        if found or kind == "delayed":
+            return kind, found
+    warning = WARNING_ONLY.search(text)
+    # A text report counts only when it names whom it failed: failure words
+    # alone are also what phishing and truncated reports are made of.
+    found = failed_in_text(msg, text) if FAILURE_TEXT.search(text) and not warning else []
+    if found:
+        return "failed", found
+    if warning or DELAY_TEXT.search(text):
         return "delayed", []
+    if MAIL_SYSTEM.match(email.utils.parseaddr(str(msg.get("From") or ""))[1]):
+        return "unknown", []
     if automated_reason(msg) or re.search(r"out of (?:the )?office|vacation|auto(?:matic)?[- ]?reply|away from",
                                                 (msg.get("Subject") or "") + text[:2000], re.I):
         return "autoreply", []
     return "unknown", []
+
+
+def failed_in_text(msg, text):
+    """The addresses a text report names: X-Failed-Recipients (Exim, Gmail), <a@b>, a line holding one address."""
+    found = [a.strip().lower() for a in str(msg.get("X-Failed-Recipients") or "").split(",") if "@" in a]
+    found += [(a or b).lower() for a, b in ADDRESS_IN_TEXT.findall(text)]
+    # the report's own sender and recipient (the list's bounce address, quoted in transcripts) never failed
+    own = {a.lower() for _, a in email.utils.getaddresses([str(v) for v in msg.get_all("From", [])
+                                                           + msg.get_all("To", [])])}
+    return sorted({a for a in found if valid_address(a) and a not in own and not MAIL_SYSTEM.match(a)})
 
 
 def report_parts(msg):
@@ -1847,23 +1872,42 @@ def report_parts(msg):
             yield from report_parts(sub)
 
 
-def dsn_report(part):
-    """Classify an RFC 3464 delivery-status part: failed if any recipient failed."""
+def status_blocks(part):
+    """The field blocks of a delivery-status part (RFC 3464, RFC 6533)."""
     blocks = part.get_payload()
     if not isinstance(blocks, list):           # unparsed: split the fields ourselves
-        blocks = [email.message_from_string(b.strip() + "\n") for b in re.split(r"\n\s*\n", str(blocks))]
+        return field_blocks(str(blocks))
+    if part.get_content_type() != "message/delivery-status":
+        # email parses message/global-delivery-status like message/rfc822: one
+        # "message" of the per-message fields whose body is the recipient blocks
+        return blocks[:1] + field_blocks(str(blocks[0].get_payload()))
+    return blocks
+
+
+def field_blocks(text):
+    """Blank-line-separated groups of "Field: value" lines, as messages."""
+    return [email.message_from_string(b.strip() + "\n") for b in re.split(r"\n\s*\n", text) if b.strip()]
+
+
+def dsn_report(blocks):
+    """Classify RFC 3464 field blocks: failed if any recipient failed."""
     failed, delayed = set(), False
-    for block in blocks[1:] or blocks:
+    for block in blocks:
         action = (block.get("Action") or "").strip().lower()
         status = (block.get("Status") or "").strip()
-        recipient = block.get("Final-Recipient") or block.get("Original-Recipient") or ""
-        address = recipient.split(";", 1)[-1].strip().strip("<>").lower()
+        if not action and not status:         # the per-message fields (or a paragraph of text)
+            continue
+        # The address we sent to is the Original-Recipient when the MTA gives
+        # one: forwarding changes Final-Recipient. Some MTAs give only that.
+        recipients = [str(block.get(f) or "").split(";", 1)[-1].strip().strip("<>").lower()
+                      for f in ("Original-Recipient", "Final-Recipient")]
+        address = next((a for a in recipients if valid_address(a)), "")
         if action == "failed" or (not action and status.startswith("5.")):
             failed.add(address)
         elif action == "delayed" or status.startswith("4."):
             delayed = True
     if failed:
-        return "failed", sorted(a for a in failed if valid_address(a))
+        return "failed", sorted(a for a in failed if a)
     return ("delayed" if delayed else "unknown"), []
 
 
@@ -1902,7 +1946,7 @@ def count_bounce(db, lst, settings, member):
     last = member["bounce_last"]
     if last == today:
         return False
-    stale = last is None or days_since(last, now()) > int(settings["bounce_stale_days"])
+    stale = last is None or days_since(last, parse_utc(today)) > int(settings["bounce_stale_days"])  # whole days
     score = 1 if stale else member["bounce_score"] + 1
     db.execute("UPDATE members SET bounce_score = ?, bounce_last = ? WHERE id = ?", (score, today, member["id"]))
     if score >= int(settings["bounce_threshold"]) and member["status"] == "active":
