@@ -40,6 +40,13 @@ MIXED = {
     FIRST_BOTH: ("first", "both"),
 }
 
+# Twelve members m00..m11, every preference x format twice over: with a small
+# batch_size a post makes several batches (fault and concurrency tests).
+TWELVE = {"m%02d@example.com" % i: (pref, fmt) for i, (pref, fmt) in enumerate(
+    [("first", "text"), ("all", "text"), ("all", "html"), ("first", "html"), ("all", "both"),
+     ("first", "both"), ("all", "text"), ("all", "html"), ("all", "both"), ("first", "text"),
+     ("all", "html"), ("all", "both")])}
+
 # What the MTA may have left in our own environment must not leak in.
 ENV_DROP = ("ORIGINAL_RECIPIENT", "RECIPIENT", "SENDER", "LOCAL", "HOST",
             "EXT", "RPLINE", "DTLINE", "MLMPIPE_CONFIG", "FAKE_SENDMAIL_DIR",

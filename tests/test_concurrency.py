@@ -11,6 +11,7 @@ import time
 import pytest
 from conftest import (
     MLMPIPE,
+    TWELVE,
     by_recipient,
     deliveries,
     make_msg,
@@ -18,22 +19,8 @@ from conftest import (
     replies,
 )
 
-# 12 members, every preference x format; batch_size 3 gives every post
-# several batches.
-MEMBERS = {
-    "m00@example.com": ("first", "text"),
-    "m01@example.com": ("all", "text"),
-    "m02@example.com": ("all", "html"),
-    "m03@example.com": ("first", "html"),
-    "m04@example.com": ("all", "both"),
-    "m05@example.com": ("first", "both"),
-    "m06@example.com": ("all", "text"),
-    "m07@example.com": ("all", "html"),
-    "m08@example.com": ("all", "both"),
-    "m09@example.com": ("first", "text"),
-    "m10@example.com": ("all", "html"),
-    "m11@example.com": ("all", "both"),
-}
+# TWELVE (conftest) with batch_size 3 gives every post several batches.
+MEMBERS = TWELVE
 EVERYONE = set(MEMBERS)
 ALL_PREF = {a for a, (pref, _) in MEMBERS.items() if pref == "all"}
 WORDS = ["apple", "birch", "cedar", "daisy", "ember", "fjord", "grove", "heath"]

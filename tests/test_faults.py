@@ -22,6 +22,7 @@ from conftest import (
     FAKE_SENDMAIL,
     MLMPIPE,
     OWNER,
+    TWELVE,
     by_recipient,
     deliveries,
     make_msg,
@@ -30,21 +31,8 @@ from conftest import (
     replies,
 )
 
-# 12 members, every preference x format, batch_size 3: a post is 6 batches.
-MEMBERS = {
-    "m00@example.com": ("first", "text"),
-    "m01@example.com": ("all", "text"),
-    "m02@example.com": ("all", "html"),
-    "m03@example.com": ("first", "html"),
-    "m04@example.com": ("all", "both"),
-    "m05@example.com": ("first", "both"),
-    "m06@example.com": ("all", "text"),
-    "m07@example.com": ("all", "html"),
-    "m08@example.com": ("all", "both"),
-    "m09@example.com": ("first", "text"),
-    "m10@example.com": ("all", "html"),
-    "m11@example.com": ("all", "both"),
-}
+# TWELVE (conftest) with batch_size 3: a post is 6 batches.
+MEMBERS = TWELVE
 AUTHOR = "M01 <m01@example.com>"
 SUBJECT = "Fellowship deadlines"
 
