@@ -43,18 +43,15 @@ Options:
 """
 
 # Imports ####################################################################
-# Only what every run needs.  html2text, dnspython and docopt are imported in
-# the functions that use them, so a command message starts fast.
+# Only what every run needs.  html2text, dnspython and docopt, and the
+# modules of the rarer paths (tokens, JSON, MIME building), are imported in the
+# functions that use them, so a command message starts fast (SPEC 9).
 
 import email
 import email.utils
 import errno
-import hashlib
-import hmac
-import json
 import os
 import re
-import secrets
 import sqlite3
 import subprocess
 import sys
@@ -664,7 +661,7 @@ def record_batch(db, message, variant, last_member):
 
 def new_token(db, cfg, lst, purpose, message=None, address=None):
     """A single-use token: 80 random bits and their HMAC tag."""
-    nonce = secrets.token_hex(TOKEN_BYTES)
+    nonce = os.urandom(TOKEN_BYTES).hex()
     db.execute("INSERT INTO tokens (nonce, list_id, purpose, message, address, expires) "
                "VALUES (?, ?, ?, ?, ?, ?)",
                (nonce, lst["id"], purpose, message, address, now() + TOKEN_DAYS * 86400))
@@ -673,6 +670,8 @@ def new_token(db, cfg, lst, purpose, message=None, address=None):
 
 def token_tag(cfg, lst, purpose, nonce):
     key = ("%s:%d:%s" % (purpose, lst["id"], nonce)).encode()
+    import hashlib
+    import hmac
     return hmac.new(cfg.secret.encode(), key, hashlib.sha256).hexdigest()[:TOKEN_BYTES * 2]
 
 
@@ -682,6 +681,7 @@ def take_token(db, cfg, lst, purpose, token, used_by):
     whose answer could not be sent must find the same token."""
     token = (token or "").lower()
     nonce, tag = token[:TOKEN_BYTES * 2], token[TOKEN_BYTES * 2:]
+    import hmac
     if not hmac.compare_digest(tag.encode(), token_tag(cfg, lst, purpose, nonce).encode()):
         return None
     row = db.execute("SELECT * FROM tokens WHERE nonce = ? AND list_id = ? AND purpose = ?",
@@ -959,7 +959,7 @@ def opaque_with_footer(raw, footer):
     content = b"".join(f for name, f in fields if name.startswith("content-"))
     if not content:
         content = b"Content-Type: text/plain\n"
-    boundary = "mlmpipe-" + secrets.token_hex(12)
+    boundary = "mlmpipe-" + os.urandom(12).hex()
     return b"".join([
         b'Content-Type: multipart/mixed; boundary="%s"\n\n' % boundary.encode(),
         b"--%s\n" % boundary.encode(), content, b"\n", body.rstrip(b"\n"), b"\n",
@@ -1061,15 +1061,17 @@ def sendmail_calls(cfg, lst, recipients):
     return [(["-f", bounce_address(lst)], recipients)]
 
 
-def run_sendmail(cfg, flags, recipients, data):
-    """Hand one message to sendmail; Temporary unless it accepts."""
+def run_sendmail(cfg, flags, recipients, data, batch=False):
+    """Hand one message to sendmail; Temporary unless it accepts.  A list
+    batch's sendmail dies with mlmpipe (see dies_with_us)."""
     recipients = [r for r in recipients if valid_address(r)]
     if not recipients:
         return
     argv = [cfg.sendmail, "-i"] + flags + ["--"] + recipients
     try:
         proc = subprocess.run(argv, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=cfg.sendmail_timeout, close_fds=True, preexec_fn=dies_with_us())
+                              timeout=cfg.sendmail_timeout, close_fds=True,
+                              preexec_fn=dies_with_us() if batch else None)
     except subprocess.TimeoutExpired:
         raise Temporary("4.3.0 mlmpipe: %s took longer than %g s and was stopped; the rest will be retried"
                         % (cfg.sendmail, cfg.sendmail_timeout))
@@ -1129,13 +1131,27 @@ def send_notice(d, to, subject, text, attach=None, reply_to=None, envelope=None)
     msg["Auto-Submitted"] = "auto-replied"
     msg["List-Id"] = "<%s.%s>" % (lst["name"], lst["domain"])
     msg["MIME-Version"] = "1.0"
-    body = mime_text(text, "plain")
-    if attach is not None:
-        body = multipart("mixed", [body, attach])
-    for key, value in body.items():
-        msg[key] = value
-    msg.set_payload(body.get_payload())
-    run_sendmail(d.cfg, ["-f", envelope or bounce_address(lst)], [to], flatten(msg))
+    head = msg.as_bytes().rstrip(b"\n") + b"\n"
+    if attach is None and head.isascii():       # the usual short answer: no MIME classes needed
+        data = head + plain_body(text)
+    else:
+        body = mime_text(text, "plain")
+        if attach is not None:
+            body = multipart("mixed", [body, attach])
+        for key, value in body.items():
+            msg[key] = value
+        msg.set_payload(body.get_payload())
+        data = flatten(msg)
+    run_sendmail(d.cfg, ["-f", envelope or bounce_address(lst)], [to], data)
+
+
+def plain_body(text):
+    """Content-* fields, a blank line and the body of a text/plain answer."""
+    if text.isascii() and max(map(len, text.split("\n"))) <= 998:
+        return b'Content-Type: text/plain; charset="us-ascii"\nContent-Transfer-Encoding: 7bit\n\n' + text.encode()
+    import quopri
+    return (b'Content-Type: text/plain; charset="utf-8"\nContent-Transfer-Encoding: quoted-printable\n\n'
+            + quopri.encodestring(text.encode("utf-8")))
 
 
 # The pipeline (deliver) #####################################################
@@ -1152,8 +1168,10 @@ class Delivery:
         self.recipient, self.sender = recipient, sender
         self.msg = email.message_from_bytes(raw)
         self.author = email.utils.parseaddr(self.msg.get("From") or "")[1] or sender
-        self.message_id = (email.utils.parseaddr(self.msg.get("Message-ID") or "")[1]
-                           or "%s@mlmpipe.invalid" % hashlib.sha256(raw).hexdigest()[:32])
+        self.message_id = email.utils.parseaddr(self.msg.get("Message-ID") or "")[1]
+        if not self.message_id:               # the same bytes get the same made-up id on a retry
+            import hashlib
+            self.message_id = "%s@mlmpipe.invalid" % hashlib.sha256(raw).hexdigest()[:32]
         self.lst = self.settings = self.command = self.member = None
         self.thread = self.parent = self.existing = self.stored = None
         self.new_thread = None    # (base, parent) of a thread to create
@@ -1408,7 +1426,7 @@ def distribute(d):
             if data is None:
                 data = headers + render_body(d, fmt, follower)
             for flags, recipients in sendmail_calls(d.cfg, d.lst, [r["address"] for r in rows]):
-                run_sendmail(d.cfg, flags, recipients, data)
+                run_sendmail(d.cfg, flags, recipients, data, batch=True)
             after = rows[-1]["id"]
             try:
                 record_batch(d.db, d.stored, variant, after)
@@ -2108,6 +2126,7 @@ def need_list(db, name):
 
 
 def print_json(value):
+    import json
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
@@ -2119,7 +2138,7 @@ def cmd_init(cfg, args):
     open_db(cfg, create=True).close()
     os.chmod(cfg.database, 0o600)
     if not cfg.secret:
-        write_secret(cfg.path, secrets.token_hex(32))
+        write_secret(cfg.path, os.urandom(32).hex())
         print("wrote a new secret into %s" % cfg.path)
     print("database %s ready (schema version %d), archive %s" % (cfg.database, SCHEMA_VERSION, cfg.archive))
     return 0

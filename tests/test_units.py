@@ -280,3 +280,17 @@ def test_a_version_1_database_is_migrated(tmp_path):
     db.close()
     again = mlmpipe.open_db(cfg)                  # opening again migrates nothing twice
     assert again.execute("SELECT count(*) FROM members").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("text, encoding", [
+    ("Help for systers\nLine two\n", "7bit"),
+    ("Déjà vu: “quotes”\n", "quoted-printable"),
+    ("x" * 1200 + "\n", "quoted-printable"),             # a 7bit line may not exceed 998 characters
+])
+def test_plain_answers_are_valid_mime_and_round_trip(text, encoding):
+    import email
+    raw = b"From: a@b.org\nMIME-Version: 1.0\n" + mlmpipe.plain_body(text)
+    msg = email.message_from_bytes(raw)
+    assert msg.get_content_type() == "text/plain" and msg["Content-Transfer-Encoding"] == encoding
+    assert msg.get_payload(decode=True).decode(msg.get_content_charset()) == text
+    assert all(len(line) <= 998 for line in raw.split(b"\n"))
