@@ -42,4 +42,4 @@ lint: venv
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
-	rm -f bench/results/*.tmp
+	rm -rf bench/.cache bench/results/*.tmp

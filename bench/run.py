@@ -1,12 +1,1349 @@
-"""Benchmark for mlmpipe (SPEC §9): start-up and fan-out cost.
+"""Benchmark for mlmpipe (SPEC 9): start-up and fan-out cost.
 
-A placeholder: the benchmark itself lands with issue 4.
+Every figure is the wall time and peak memory of one `mlmpipe.py deliver`
+process, started as the MTA starts it, with the venv's Python, and compared
+with two floors measured in the same run: a bare `python -c pass` and the
+import floor `python -c "import email.parser, email.policy, sqlite3"`.
+
+Usage:
+  .venv/bin/python bench/run.py [--quick] [--only PREFIX]...
+  .venv/bin/python bench/run.py [--quick] (--profile N | --batch-sizes | --durability)...
+
+  (no option)     the table: floors, command messages, posts to lists of
+                  1,000, 10,000 and 100,000 members (and 1,000,000 with
+                  BENCH_FULL=1), the 10,000 post through a real Postfix;
+                  then -X importtime evidence.  Figures go to
+                  bench/results/bench-STAMP.json, latest.json and
+                  scaling.png; a partial run (any option) writes only
+                  bench/results/bench-STAMP-OPTIONS.json.
+  --quick         fewer runs, lists up to 10,000 members
+  --only PREFIX   only the scenarios whose name starts with PREFIX (case
+                  ignored, repeatable): "command", "post new", "post reply",
+                  "via postfix", "what-if"; the floors always run
+  --profile N     cProfile the new-thread post to an N-member list
+  --batch-sizes   the Postfix post with batch_size 100 ... 5000
+  --durability    the 10,000 post with PRAGMA synchronous NORMAL vs FULL
+
+The lists are built once per size and cached in bench/.cache/ (keyed by the
+size and schema.sql); each measured run gets a fresh copy, because a post
+changes the database.  Outgoing mail goes to a stand-in sendmail (a tiny C
+program that reads its input and exits 0), except in the Postfix scenario,
+where a private Postfix instance (tests/postfix_harness.py) queues it and
+relays it to an SMTP sink on 127.0.0.1 that only counts.  Each process is
+timed, and its peak RSS taken, by a small C stopwatch (bench/measure.c).
 """
+
+# Imports ####################################################################
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+
+# Constants ##################################################################
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+TESTS = os.path.join(ROOT, "tests")
+MLMPIPE = os.path.join(ROOT, "mlmpipe.py")
+SCHEMA = os.path.join(ROOT, "schema.sql")
+CACHE = os.path.join(BENCH, ".cache")
+RESULTS = os.path.join(BENCH, "results")
+STANDIN_SOURCE = os.path.join(BENCH, "sendmail_standin.c")
+STOPWATCH_SOURCE = os.path.join(BENCH, "measure.c")
+SYNCHRONOUS_SHIM = os.path.join(BENCH, "synchronous_shim.py")
+
+# The interpreter the MTA runs mlmpipe with: the venv's.
+VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+PYTHON = VENV_PYTHON if os.access(VENV_PYTHON, os.X_OK) else sys.executable
+
+FULL = os.environ.get("BENCH_FULL") == "1"
+SIZES = (1000, 10000, 100000) + ((1000000,) if FULL else ())
+QUICK_SIZES = (1000, 10000)
+POSTFIX_SIZE = 10000
+BATCH_SIZES = (100, 250, 500, 1000, 2000, 5000)
+
+# Measured runs per scenario (normal, --quick).
+RUNS_START = (20, 7)          # floors and command messages
+RUNS_POST = {1000: (7, 3), 10000: (7, 3), 100000: (3, 2), 1000000: (2, 1)}
+RUNS_POSTFIX = (3, 1)
+RUNS_STANDIN = (200, 50)      # calls of the stand-in alone
+DRAIN_TIMEOUT = 180           # seconds Postfix may take to relay one post to the sink
+
+# The benchmark list.  Bump GENERATION when the way lists are filled changes:
+# it is part of the cache key, with the size and schema.sql's hash.
+GENERATION = 1
+LIST = "bench"
+DOMAIN = "lists.example.org"
+OWNER = "owner@example.org"
+POSTER = "poster@example.org"
+SECRET = "b" * 64
+FORMATS = ("text", "html", "both")
+THREAD_SUBJECT = "Bench thread"
+THREAD_MESSAGE_ID = "bench-thread-1@example.org"
+
+# What every child process sees: nothing of the caller's PYTHON* variables.
+CHILD_ENV = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
 
 
-def main():
-    print("bench: no benchmark yet; start-up and fan-out measurements land with issue 4")
+def progress(text):
+    """A line on stderr while the benchmark runs; the report goes to stdout."""
+    sys.stderr.write("bench: %s\n" % text)
+    sys.stderr.flush()
+
+
+class BenchError(Exception):
+    """A run that did not do what it should: the benchmark stops with this sentence."""
+
+
+# Measuring a process ########################################################
+
+class Run:
+    """One finished child process: wall time (s), peak RSS (KB, None when unknown), exit code, output."""
+
+    def __init__(self, wall, rss_kb, code, stdout, stderr):
+        self.wall, self.rss_kb, self.code = wall, rss_kb, code
+        self.stdout, self.stderr = stdout, stderr
+
+
+STOPWATCH = None       # bench/.cache/measure (bench/measure.c), set by build_tools(); None without gcc
+
+
+def measure(argv, stdin_path=None, env=None, cwd=None):
+    """Run `argv` to its end; its wall time and peak RSS as a Run.
+
+    The stopwatch program forks, execs and reaps it with wait4(2), timing
+    fork to reaping; its ru_maxrss (KB) is then the command's own peak.
+    (Reaped from Python, ru_maxrss would be at least the benchmark's own size;
+    see bench/measure.c.)  Without gcc the time is taken here around the
+    same fork and wait4, and the RSS is unknown.
+    """
+    with open(stdin_path or os.devnull, "rb") as stdin, \
+            tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", prefix="measure-", dir=CACHE) as result:
+        prefix = [STOPWATCH, result.name] if STOPWATCH else []
+        start = time.perf_counter()
+        proc = subprocess.Popen(prefix + list(argv), stdin=stdin, stdout=out, stderr=err,
+                                env=CHILD_ENV if env is None else env, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        rss = None
+        if STOPWATCH:
+            fields = result.read().split()
+            if code != 0 or len(fields) != 3:
+                raise BenchError("the stopwatch %s failed (exit %d) on %s" % (STOPWATCH, code, " ".join(argv)))
+            code = os.waitstatus_to_exitcode(int(fields[0]))
+            wall, rss = int(fields[1]) / 1e9, int(fields[2])
+        out.seek(0)
+        err.seek(0)
+        return Run(wall, rss, code, out.read(), err.read())
+
+
+class Series:
+    """Repeated runs of one scenario.  `prepare()` -> (argv, stdin path, env,
+    cwd) is not timed; `check(run)` raises BenchError or returns the run's
+    facts (recipients, batches ...), kept per run in `per_run`."""
+
+    def __init__(self, name, runs, prepare, check, size=None, kind=""):
+        self.name, self.runs, self.size, self.kind = name, runs, size, kind
+        self.prepare, self.check = prepare, check
+        self.walls, self.rss, self.per_run = [], [], []
+        self.facts = {}          # the last run's
+
+    def run_once(self, keep=True):
+        """One run (a warm-up unless `keep`); BenchError unless it exits 0 and passes its check."""
+        argv, stdin, env, cwd = self.prepare()
+        run = measure(argv, stdin, env, cwd)
+        if run.code != 0:
+            raise BenchError("%s: exit %d\n%s\nstderr: %s" % (
+                self.name, run.code, " ".join(argv), run.stderr.decode("utf-8", "replace")[-3000:]))
+        self.facts = self.check(run) or {}
+        if keep:
+            self.walls.append(run.wall)
+            self.rss.append(run.rss_kb)
+            self.per_run.append(self.facts)
+        return run
+
+    @property
+    def median(self):
+        return statistics.median(self.walls)
+
+    @property
+    def peak_rss(self):
+        """The largest peak RSS of the runs (KB), or None when not measured."""
+        return None if None in self.rss else max(self.rss)
+
+    def as_json(self, floors):
+        row = {"scenario": self.name, "kind": self.kind, "size": self.size, "runs": len(self.walls),
+               "wall_s": self.walls, "median_s": self.median, "min_s": min(self.walls),
+               "max_s": max(self.walls), "peak_rss_kb": self.peak_rss, "rss_kb": self.rss}
+        for key, floor in floors.items():
+            row["ratio_" + key] = self.median / floor.median
+        row.update(self.facts)
+        row["per_run"] = self.per_run
+        return row
+
+
+def measure_together(series, warmup=1):
+    """Warm each series up, then run them round-robin, so that a change in the
+    machine's load between the first and the last run touches all alike."""
+    for s in series:
+        for _ in range(warmup):
+            s.run_once(keep=False)
+    for i in range(max(s.runs for s in series)):
+        for s in series:
+            if i < s.runs:
+                s.run_once()
+
+
+# Tools in C: the stopwatch and the sendmail stand-in #########################
+
+def compile_c(source, name):
+    """bench/.cache/NAME compiled from bench/SOURCE, or None without a C compiler."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if not compiler:
+        return None
+    binary = os.path.join(CACHE, name)
+    if os.path.exists(binary) and os.path.getmtime(binary) >= os.path.getmtime(source):
+        return binary
+    done = subprocess.run([compiler, "-O2", "-o", binary + ".tmp", source], capture_output=True, text=True)
+    if done.returncode != 0:
+        progress("%s failed on %s: %s" % (compiler, source, done.stderr.strip()[-300:]))
+        return None
+    os.replace(binary + ".tmp", binary)
+    return binary
+
+
+def build_tools():
+    """The stopwatch (global STOPWATCH) and the sendmail stand-in: (path, what it is)."""
+    global STOPWATCH
+    os.makedirs(CACHE, exist_ok=True)
+    STOPWATCH = compile_c(STOPWATCH_SOURCE, "measure")
+    if STOPWATCH is None:
+        progress("no C compiler: times are taken from Python and peak RSS is not measured")
+    standin = compile_c(STANDIN_SOURCE, "sendmail-standin")
+    if standin:
+        return standin, "C program"
+    script = os.path.join(CACHE, "sendmail-standin.sh")
+    with open(script, "w") as f:
+        f.write('#!/bin/sh\n# bench: sendmail stand-in without gcc\ncat >/dev/null\n'
+                '[ -n "$BENCH_STANDIN_LOG" ] || exit 0\n'
+                'n=0; seen=\n'
+                'for a; do if [ -n "$seen" ]; then n=$((n+1)); elif [ "$a" = "--" ]; then seen=1; fi; done\n'
+                'echo "$n" >>"$BENCH_STANDIN_LOG"\n')
+    os.chmod(script, 0o755)
+    return script, "shell script (no gcc)"
+
+
+def standin_calls(path):
+    """[recipients of each call] from the stand-in's log."""
+    try:
+        with open(path) as f:
+            return [int(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def measure_standin(standin, scratch, calls):
+    """The stand-in alone: per-call wall time with 500 recipients and a message on stdin."""
+    message = os.path.join(scratch, "standin-input.eml")
+    with open(message, "wb") as f:
+        f.write(post_message("new") * 2)
+    log = os.path.join(scratch, "standin-alone.log")
+    argv = [standin, "-i", "-XV-=", "-f", "%s-bounces@%s" % (LIST, DOMAIN), "--"] + [
+        member_address(i) for i in range(1, 501)]
+    env = dict(CHILD_ENV, BENCH_STANDIN_LOG=log)
+    walls = [measure(argv, message, env).wall for _ in range(calls + 5)][5:]
+    if len(standin_calls(log)) != calls + 5:
+        raise BenchError("the sendmail stand-in did not record its calls in %s" % log)
+    return statistics.median(walls)
+
+
+# Benchmark lists ############################################################
+# A list of N members: the poster (a member who started the thread
+# THREAD_SUBJECT) and N-1 generated members: half "first only", a third of
+# each format, and 10 % with an override on the thread (subscribed 1 and 0
+# alternately; on members of both preferences, so some overrides change what
+# they get and some do not).
+
+def member_address(i):
+    return "member%07d@example%d.com" % (i, i % 50)
+
+
+def member_preference(i):
+    return 1 if i % 2 == 0 else 0            # schema.sql: 1 all, 0 first only
+
+
+def member_format(i):
+    return FORMATS[i % 3]
+
+
+def member_override(i):
+    """The member's override on the thread: 1, 0 or None."""
+    if i % 20 not in (3, 14):                # 3: a "first only" member, 14: an "all" member
+        return None
+    return 1 if (i // 20) % 2 == 0 else 0
+
+
+def follows_thread(i):
+    """SPEC 4 for a top-level thread: a subscribe override, or "all" with no unsubscribe override."""
+    override = member_override(i)
+    return override == 1 or (member_preference(i) == 1 and override != 0)
+
+
+COMMAND_MEMBER = 2      # "all", no override: follows the thread, so unsubscribing changes something
+BOUNCE_MEMBER = 4
+assert follows_thread(COMMAND_MEMBER) and member_override(COMMAND_MEMBER) is None
+
+
+def file_hash(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:12]
+
+
+def schema_hash():
+    return file_hash(SCHEMA)
+
+
+def write_config(path, database, archive, sendmail, log, batch_size=500):
+    with open(path, "w") as f:
+        f.write("[mlmpipe]\ndatabase = %s\narchive = %s\nsendmail = %s\nverp = postfix\n"
+                "batch_size = %d\ndomain = %s\nlog = %s\nsecret = %s\n"
+                % (database, archive, sendmail, batch_size, DOMAIN, log, SECRET))
+
+
+def admin(config, *args):
+    """Run an mlmpipe admin subcommand; BenchError unless it succeeds."""
+    done = subprocess.run([PYTHON, MLMPIPE, "-c", config] + list(args), capture_output=True, text=True,
+                          env=CHILD_ENV)
+    if done.returncode != 0:
+        raise BenchError("mlmpipe.py %s: exit %d: %s%s" % (" ".join(args), done.returncode, done.stdout,
+                                                          done.stderr))
+    return done.stdout
+
+
+class Template:
+    """A cached benchmark list: its directory (db.sqlite, archive/) and meta.json."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        with open(os.path.join(directory, "meta.json")) as f:
+            self.meta = json.load(f)
+        self.size = self.meta["size"]
+
+    @property
+    def database(self):
+        return os.path.join(self.directory, "db.sqlite")
+
+    @property
+    def archive(self):
+        return os.path.join(self.directory, "archive")
+
+
+def template(size, standin):
+    """The cached list of `size` members, built when missing."""
+    key = "%d-%s-g%d" % (size, schema_hash(), GENERATION)
+    final = os.path.join(CACHE, "lists", key)
+    if os.path.exists(os.path.join(final, "meta.json")):
+        return Template(final)
+    progress("building the %s-member list (cached in %s)" % (format(size, ","), os.path.relpath(final, ROOT)))
+    started = time.perf_counter()
+    building = "%s.building-%d" % (final, os.getpid())
+    shutil.rmtree(building, ignore_errors=True)
+    os.makedirs(building)
+    try:
+        meta = build_list(building, size, standin)
+        with open(os.path.join(building, "meta.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(building, final)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    progress("built the %s-member list in %.1f s" % (format(size, ","), time.perf_counter() - started))
+    return Template(final)
+
+
+def build_list(directory, size, standin):
+    """init, newlist, the poster, her first post through `deliver`, then the
+    other members and the overrides in one transaction; returns meta.json."""
+    config = os.path.join(directory, "mlmpipe.cfg")
+    database = os.path.join(directory, "db.sqlite")
+    log = os.path.join(directory, "build.log")
+    write_config(config, database, os.path.join(directory, "archive"), standin, log)
+    admin(config, "init")
+    admin(config, "newlist", LIST, "--owner=" + OWNER, "--domain=" + DOMAIN)
+    # DMARC lookups go to DNS, which a benchmark machine may not reach: measure mlmpipe, not the resolver.
+    admin(config, "config", LIST, "dmarc", "off")
+    admin(config, "add", LIST, POSTER)
+    first = os.path.join(directory, "first.eml")
+    with open(first, "wb") as f:
+        f.write(message_bytes(POSTER, "%s-new@%s" % (LIST, DOMAIN), THREAD_SUBJECT, THREAD_MESSAGE_ID))
+    run = measure(deliver_argv(config, "%s-new@%s" % (LIST, DOMAIN), POSTER), first)
+    os.remove(first)
+    if run.code != 0 or last_log_line(log).get("recipients") != 1:
+        raise BenchError("the thread's first post failed (exit %d): %s %s"
+                         % (run.code, run.stderr.decode(errors="replace"), last_log_line(log)))
+    db = sqlite3.connect(database, isolation_level=None)
+    try:
+        list_id = db.execute("SELECT id FROM lists WHERE name = ?", (LIST,)).fetchone()[0]
+        thread_id, thread = db.execute("SELECT id, name FROM threads WHERE list_id = ?", (list_id,)).fetchone()
+        sub0 = db.execute("SELECT max(id) FROM subscribers").fetchone()[0]
+        mem0 = db.execute("SELECT max(id) FROM members").fetchone()[0]
+        others = range(1, size)
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO subscribers (id, address) VALUES (?, ?)",
+                       ((sub0 + i, member_address(i)) for i in others))
+        db.executemany("INSERT INTO members (id, list_id, subscriber_id, preference, format) VALUES (?, ?, ?, ?, ?)",
+                       ((mem0 + i, list_id, sub0 + i, member_preference(i), member_format(i)) for i in others))
+        db.executemany("INSERT INTO overrides (thread_id, member_id, subscribed) VALUES (?, ?, ?)",
+                       ((thread_id, mem0 + i, member_override(i)) for i in others
+                        if member_override(i) is not None))
+        db.execute("COMMIT")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        overrides = db.execute("SELECT count(*) FROM overrides").fetchone()[0]
+    finally:
+        db.close()
+    return {
+        "size": size, "schema": schema_hash(), "generation": GENERATION, "thread": thread,
+        # the poster started the thread, so she follows it (SPEC 4)
+        "new_thread_audience": size,
+        "reply_audience": 1 + sum(1 for i in range(1, size) if follows_thread(i)),
+        "overrides": overrides,
+        "first_only": sum(1 for i in range(1, size) if member_preference(i) == 0),
+    }
+
+
+# Messages ###################################################################
+
+BODY = (
+    "Hello everyone,\n\n"
+    "I am putting together the reading list for next month's meeting and would\n"
+    "like to hear what worked for you.  Last time we tried three short papers\n"
+    "instead of one long one, and several of you said that made the discussion\n"
+    "easier to follow.  The notes from that meeting are at\n"
+    "https://www.example.org/meetings/notes-2024-03.html for anyone who missed it.\n\n"
+    "A few questions:\n\n"
+    "  1. Should we keep the three-paper format?\n"
+    "  2. Would an online session on a weekday evening suit more of you?\n"
+    "  3. Who would like to lead one of the discussions?\n\n"
+    "Reply to the list or to me directly, whichever you prefer.  I will collect\n"
+    "the answers by Friday and send a summary next week.\n\n"
+    "Thank you, and see you soon,\n"
+    "Pat\n"
+)
+
+
+def message_bytes(frm, to, subject, message_id, in_reply_to=None, body=BODY):
+    lines = ["From: %s" % frm, "To: %s" % to, "Subject: %s" % subject,
+             "Date: Mon, 04 Mar 2024 10:00:00 +0000", "Message-ID: <%s>" % message_id]
+    if in_reply_to:
+        lines += ["In-Reply-To: <%s>" % in_reply_to, "References: <%s>" % in_reply_to]
+    lines += ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 7bit"]
+    return ("\n".join(lines) + "\n\n" + body).encode()
+
+
+def post_message(kind):
+    """A new thread (to L@D, no references) or a reply (to L@D, In-Reply-To the thread's first message)."""
+    if kind == "new":
+        return message_bytes(POSTER, "%s@%s" % (LIST, DOMAIN), "Reading list for next month",
+                             "bench-new-thread@example.org")
+    return message_bytes(POSTER, "%s@%s" % (LIST, DOMAIN), "Re: " + THREAD_SUBJECT, "bench-reply@example.org",
+                         in_reply_to=THREAD_MESSAGE_ID)
+
+
+def dsn_message(member):
+    """A small RFC 3464 report of a permanent failure, as Postfix sends one."""
+    return (
+        "From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\n"
+        "To: %(verp)s\n"
+        "Subject: Undelivered Mail Returned to Sender\n"
+        "Date: Mon, 04 Mar 2024 10:05:00 +0000\n"
+        "Message-ID: <bench-dsn@mx.example.net>\n"
+        "Auto-Submitted: auto-replied\n"
+        "MIME-Version: 1.0\n"
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=\"dsn\"\n\n"
+        "--dsn\nContent-Type: text/plain; charset=us-ascii\n\n"
+        "This is the mail system at host mx.example.net.\n\n"
+        "I'm sorry to have to inform you that your message could not\n"
+        "be delivered to one or more recipients.\n\n"
+        "<%(member)s>: host mx.example.net said: 550 5.1.1 User unknown\n\n"
+        "--dsn\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; mx.example.net\n"
+        "Arrival-Date: Mon, 04 Mar 2024 10:04:58 +0000\n\n"
+        "Final-Recipient: rfc822; %(member)s\n"
+        "Original-Recipient: rfc822;%(member)s\n"
+        "Action: failed\n"
+        "Status: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 <%(member)s>: User unknown\n\n"
+        "--dsn\nContent-Type: text/rfc822-headers\n\n"
+        "From: %(poster)s\nTo: %(list)s@%(domain)s\nSubject: [%(list)s] Reading list\n"
+        "Message-ID: <bench-new-thread@example.org>\n\n"
+        "--dsn--\n" % dict(verp=verp_address(member), member=member, poster=POSTER, list=LIST, domain=DOMAIN)
+    ).encode()
+
+
+def verp_address(member):
+    user, host = member.rsplit("@", 1)
+    return "%s-bounces-%s=%s@%s" % (LIST, user, host, DOMAIN)
+
+
+# Running deliver #############################################################
+
+MLMPIPE_COMMAND = (PYTHON, MLMPIPE)
+
+
+def deliver_argv(config, recipient, sender, command=MLMPIPE_COMMAND):
+    """The command line Postfix's pipe(8) transport uses (examples/postfix); `command` runs mlmpipe.py."""
+    return list(command) + ["deliver", "-c", config, "--recipient=" + recipient, "--sender=" + sender]
+
+
+def last_log_line(log):
+    """The facts of mlmpipe's last per-message log line: outcome, recipients, batches, seconds."""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            lines = [line for line in f if " list=" in line]
+    except FileNotFoundError:
+        return {}
+    if not lines:
+        return {}
+    found = re.search(r" outcome=(.*) recipients=(\d+) batches=(\d+) seconds=([\d.]+)", lines[-1])
+    if not found:
+        return {"outcome": lines[-1].strip()}
+    return {"outcome": found.group(1), "recipients": int(found.group(2)), "batches": int(found.group(3)),
+            "seconds": float(found.group(4))}
+
+
+class Scratch:
+    """A fresh copy of a template list for one run, with its own config and logs."""
+
+    def __init__(self, root, tmpl, sendmail, batch_size=500):
+        self.root, self.tmpl = root, tmpl
+        self.directory = os.path.join(root, "list")
+        self.config = os.path.join(self.directory, "mlmpipe.cfg")
+        self.log = os.path.join(self.directory, "mlmpipe.log")
+        self.standin_log = os.path.join(self.directory, "standin.log")
+        self.sendmail, self.batch_size = sendmail, batch_size
+
+    def fresh(self):
+        """Copy the template (not timed); the previous run's copy goes."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+        shutil.copytree(self.tmpl.archive, os.path.join(self.directory, "archive"))
+        shutil.copyfile(self.tmpl.database, os.path.join(self.directory, "db.sqlite"))
+        write_config(self.config, os.path.join(self.directory, "db.sqlite"),
+                     os.path.join(self.directory, "archive"), self.sendmail, self.log, self.batch_size)
+        return self
+
+    def message(self, data):
+        path = os.path.join(self.root, "message.eml")
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def env(self):
+        return dict(CHILD_ENV, BENCH_STANDIN_LOG=self.standin_log)
+
+
+def post_series(name, tmpl, kind, runs, scratch_root, sendmail, standin_counted=True, command=MLMPIPE_COMMAND,
+                env=None, batch_size=500, series_kind=None):
+    """A Series of posts (kind "new" or "reply") to a fresh copy of `tmpl`, checked against the audience."""
+    scratch = Scratch(scratch_root, tmpl, sendmail, batch_size)
+    expected = tmpl.meta["new_thread_audience" if kind == "new" else "reply_audience"]
+    message = post_message(kind)
+
+    def prepare():
+        scratch.fresh()
+        return (deliver_argv(scratch.config, "%s@%s" % (LIST, DOMAIN), POSTER, command),
+                scratch.message(message), env or scratch.env(), scratch.root)
+
+    def check(run):
+        facts = last_log_line(scratch.log)
+        if facts.get("outcome") != "sent" or facts.get("recipients") != expected:
+            raise BenchError("%s: expected outcome=sent recipients=%d, mlmpipe logged %r" % (name, expected, facts))
+        if standin_counted:
+            calls = standin_calls(scratch.standin_log)
+            if sum(calls) != expected or len(calls) != facts["batches"]:
+                raise BenchError("%s: the stand-in got %d recipients in %d calls; expected %d in %d"
+                                 % (name, sum(calls), len(calls), expected, facts["batches"]))
+        return {"recipients": facts["recipients"], "batches": facts["batches"],
+                "mlmpipe_seconds": facts["seconds"]}
+
+    return Series(name, runs, prepare, check, size=tmpl.size, kind=series_kind or "post " + kind)
+
+
+def command_series(name, tmpl, runs, scratch_root, standin, recipient, sender, data, expect,
+                   command=MLMPIPE_COMMAND):
+    """A Series of one command message; `expect(facts, calls)` is None or what went wrong."""
+    scratch = Scratch(scratch_root, tmpl, standin)
+
+    def prepare():
+        scratch.fresh()
+        return (deliver_argv(scratch.config, recipient, sender, command), scratch.message(data),
+                scratch.env(), scratch.root)
+
+    def check(run):
+        facts, calls = last_log_line(scratch.log), standin_calls(scratch.standin_log)
+        wrong = expect(facts, calls)
+        if wrong:
+            raise BenchError("%s: %s (mlmpipe logged %r; stand-in calls %r)" % (name, wrong, facts, calls))
+        return {"outcome": facts.get("outcome")}
+
+    return Series(name, runs, prepare, check, size=tmpl.size, kind="command")
+
+
+def answered_once(facts, calls):
+    if facts.get("outcome") != "done" or calls != [1]:
+        return "expected outcome=done and one answer by mail"
+    return None
+
+
+def bounce_counted(member):
+    def expect(facts, calls):
+        if not str(facts.get("outcome", "")).startswith("bounce failed") or "counted=%s" % member not in \
+                facts.get("outcome", "") or calls:
+            return "expected a counted bounce for %s and no mail" % member
+        return None
+    return expect
+
+
+def command_messages(tmpl):
+    """[(name, recipient, sender, message bytes, expect)] of the command scenarios."""
+    member = member_address(COMMAND_MEMBER)
+    bounced = member_address(BOUNCE_MEMBER)
+    thread = tmpl.meta["thread"]
+    return [
+        ("command: L-help", "%s-help@%s" % (LIST, DOMAIN), member,
+         message_bytes(member, "%s-help@%s" % (LIST, DOMAIN), "help", "bench-help@example.com", body="\n"),
+         answered_once),
+        ("command: L-THREAD-unsubscribe", "%s-%s-unsubscribe@%s" % (LIST, thread, DOMAIN), member,
+         message_bytes(member, "%s-%s-unsubscribe@%s" % (LIST, thread, DOMAIN), "unsubscribe",
+                       "bench-unsubscribe@example.com", body="\n"),
+         answered_once),
+        ("command: VERP bounce (DSN)", verp_address(bounced), "", dsn_message(bounced), bounce_counted(bounced)),
+    ]
+
+
+def pyc_launcher():
+    """A copy of mlmpipe.py imported as a module, so Python keeps its compiled
+    .pyc (a script run as __main__ is compiled on every start)."""
+    directory = os.path.join(CACHE, "pyc-launcher")
+    os.makedirs(directory, exist_ok=True)
+    for name in ("mlmpipe.py", "schema.sql"):
+        shutil.copyfile(os.path.join(ROOT, name), os.path.join(directory, name))
+    code = "import sys; sys.path.insert(0, %r); import mlmpipe; sys.exit(mlmpipe.main())" % directory
+    return (PYTHON, "-c", code)
+
+
+# Evidence: compile and import time ###########################################
+
+def compile_time(runs=10):
+    """Median seconds to compile mlmpipe.py, which `python mlmpipe.py` does on every start."""
+    with open(MLMPIPE, encoding="utf-8") as f:
+        source = f.read()
+    walls = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        compile(source, MLMPIPE, "exec")
+        walls.append(time.perf_counter() - start)
+    return statistics.median(walls)
+
+
+WATCHED_IMPORTS = ("html2text", "dns", "docopt")
+
+
+def import_times(series):
+    """Run one command of `series` under -X importtime: totals, ten most expensive, watched modules.
+
+    -X importtime prints one line per module, a child before its parent,
+    indented by depth.  The interpreter's own start-up (up to `site`) is told
+    apart from what mlmpipe imports.
+    """
+    argv, stdin, env, cwd = series.prepare()
+    run = measure([argv[0], "-X", "importtime"] + argv[1:], stdin, env, cwd)
+    if run.code != 0:
+        raise BenchError("%s under -X importtime: exit %d: %s"
+                         % (series.name, run.code, run.stderr.decode("utf-8", "replace")[-2000:]))
+    series.check(run)
+    rows, pending, start_up = [], [], True
+    for line in run.stderr.decode("utf-8", "replace").splitlines():
+        found = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( +)(\S+)", line)
+        if not found:
+            continue
+        row = {"module": found.group(4), "self_us": int(found.group(1)), "cumulative_us": int(found.group(2)),
+               "top_level": len(found.group(3)) == 1, "start_up": start_up, "via": None}
+        rows.append(row)
+        pending.append(row)
+        if row["top_level"]:
+            for child in pending[:-1]:
+                child["via"] = row["module"]
+            pending = []
+            start_up = start_up and row["module"] != "site"
+    watched = sorted({r["module"] for r in rows
+                      if any(r["module"] == w or r["module"].startswith(w + ".") for w in WATCHED_IMPORTS)})
+    return {
+        "scenario": series.name,
+        "total_us": sum(r["self_us"] for r in rows),
+        "start_up_us": sum(r["self_us"] for r in rows if r["start_up"]),
+        "modules": len(rows),
+        "mlmpipe_modules": sum(1 for r in rows if not r["start_up"]),
+        "top": sorted(rows, key=lambda r: r["self_us"], reverse=True)[:10],
+        "watched": watched,
+    }
+
+
+# Real Postfix ################################################################
+# tests/postfix_harness.py's private instance: its own directory, 127.0.0.1,
+# relaying everything to a sink.  mlmpipe's sendmail submits into it through
+# postdrop; the figure is the deliver process's wall time, i.e. until Postfix
+# has queued every batch.  The sink only counts, and each run waits for the
+# relaying to end so that it does not overlap the next run.
+
+def postfix_harness():
+    """(the harness module, None) or (None, why Postfix cannot be benchmarked here)."""
+    if TESTS not in sys.path:
+        sys.path.insert(0, TESTS)
+    try:
+        import postfix_harness as harness
+    except ImportError as exc:
+        return None, "tests/postfix_harness.py cannot be imported (%s)" % exc
+    reason = harness.missing_prerequisite()
+    if reason is None:
+        try:
+            import aiosmtpd.controller  # noqa: F401
+        except ImportError:
+            reason = "aiosmtpd is not installed (the SMTP sink needs it)"
+    return (None, reason) if reason else (harness, None)
+
+
+class PostfixBench:
+    """A private Postfix with a counting sink; use as a context manager.
+
+    Leaving the `with` (normally, by an exception or Ctrl-C) stops the
+    instance, kills what is left of it and restores /etc/postfix/main.cf.
+    """
+
+    def __init__(self, harness):
+        self.harness = harness
+        self.sink = self.postfix = None
+
+    def __enter__(self):
+        harness = self.harness
+
+        class CountingSink(harness.Sink):
+            """The harness's sink, but it keeps no message: it counts recipients."""
+
+            def __init__(self):
+                super().__init__(refuse=None)
+                self.count = 0
+
+            async def handle_DATA(self, server, session, envelope):
+                with self._lock:
+                    self.count += len(envelope.rcpt_tos)
+                return "250 OK"
+
+        class Instance(harness.PostfixInstance):
+            """The harness's instance; main.cf is restored byte for byte only if
+            nobody else changed it meanwhile (a test run may share this machine),
+            else only our directory is taken out of alternate_config_directories."""
+
+            def _allow_config_directory(self):
+                super()._allow_config_directory()
+                with open(harness.DEFAULT_MAIN_CF, "rb") as f:
+                    self._written_main_cf = f.read()
+
+            def _restore_default_main_cf(self):
+                if self._default_main_cf is None:
+                    return
+                with open(harness.DEFAULT_MAIN_CF, "rb") as f:
+                    untouched = f.read() == self._written_main_cf
+                if untouched:
+                    super()._restore_default_main_cf()
+                    return
+                default_etc = os.path.dirname(harness.DEFAULT_MAIN_CF)
+                current = subprocess.run([harness.POSTCONF, "-c", default_etc, "-h", "alternate_config_directories"],
+                                         capture_output=True, text=True).stdout.replace(",", " ").split()
+                subprocess.run([harness.POSTCONF, "-c", default_etc, "-e", "alternate_config_directories = %s"
+                                % " ".join(d for d in current if d != self.etc)], check=False)
+                self._default_main_cf = None
+
+        try:
+            self.sink = CountingSink()
+            self.sink.start()
+            self.postfix = Instance(MLMPIPE, self.sink.port)
+            self.postfix.build(aliases={})
+            self.postfix.start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            if self.postfix is not None:
+                self.postfix.stop()
+        finally:
+            if self.sink is not None:
+                with contextlib.suppress(Exception):
+                    self.sink.stop()
+            if self.postfix is not None:
+                self.postfix.cleanup()
+
+    @property
+    def sendmail(self):
+        return self.postfix.sendmail
+
+    def wait_for_sink(self, target, started):
+        """Seconds from `started` until the sink has counted `target` recipients."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        flushed = time.monotonic()
+        while self.sink.count < target:
+            if time.monotonic() > deadline:
+                raise BenchError("Postfix relayed %d of %d copies to the sink within %d s\n%s"
+                                 % (self.sink.count, target, DRAIN_TIMEOUT, self.postfix.log()[-3000:]))
+            if time.monotonic() - flushed > 5:
+                self.postfix.flush()
+                flushed = time.monotonic()
+            time.sleep(0.05)
+        return time.perf_counter() - started
+
+
+def postfix_series(name, pf, tmpl, runs, scratch_root, batch_size=500):
+    """The new-thread post with Postfix's sendmail; after each run, wait until
+    the sink has every copy (fact "sink_seconds", counted from the start)."""
+    series = post_series(name, tmpl, "new", runs, scratch_root, pf.sendmail, standin_counted=False,
+                         batch_size=batch_size, series_kind="postfix")
+    expected = tmpl.meta["new_thread_audience"]
+    post_prepare, post_check = series.prepare, series.check
+    state = {}
+
+    def prepare():
+        prepared = post_prepare()
+        state["target"] = pf.sink.count + expected
+        state["started"] = time.perf_counter()
+        return prepared
+
+    def check(run):
+        facts = post_check(run)
+        facts["sink_seconds"] = pf.wait_for_sink(state["target"], state["started"])
+        return facts
+
+    series.prepare, series.check = prepare, check
+    return series
+
+
+def sink_median(series):
+    return statistics.median(f["sink_seconds"] for f in series.per_run)
+
+
+# Reporting ###################################################################
+
+def seconds(value):
+    if value is None:
+        return "-"
+    return "%.1f ms" % (value * 1000) if value < 1 else "%.2f s" % value
+
+
+def megabytes(kb):
+    return "-" if kb is None else "%.1f MB" % (kb / 1024)
+
+
+def table(series, floors):
+    """The one table: scenario, runs, recipients, median/min/max, peak RSS, ratios to the floors."""
+    head = "%-36s %5s %10s %10s %10s %10s %9s %7s %8s" % (
+        "scenario", "runs", "recipients", "median", "min", "max", "peak RSS", "×pass", "×import")
+    lines = [head, "-" * len(head)]
+    for s in series:
+        recipients = s.facts.get("recipients")
+        lines.append("%-36s %5d %10s %10s %10s %10s %9s %6.1f× %7.1f×" % (
+            s.name, len(s.walls), "-" if recipients is None else format(recipients, ","),
+            seconds(s.median), seconds(min(s.walls)), seconds(max(s.walls)), megabytes(s.peak_rss),
+            s.median / floors["pass"].median, s.median / floors["import"].median))
+    return "\n".join(lines)
+
+
+def import_report(found):
+    total, start_up = found["total_us"] / 1000, found["start_up_us"] / 1000
+    lines = ["-X importtime, %s: %.1f ms of imports in all (self times added up): %.1f ms in the %d modules "
+             "mlmpipe imports, %.1f ms in the interpreter's start-up (up to site)" % (
+                 found["scenario"], total, total - start_up, found["mlmpipe_modules"], start_up)]
+    lines.append("  ten most expensive (self time, and the top-level import that pulled it in):")
+    for row in found["top"]:
+        if row["start_up"]:
+            via = "start-up"
+        else:
+            via = "mlmpipe imports it" if row["top_level"] else "via " + (row["via"] or "?")
+        lines.append("    %6.2f ms  %-30s %s" % (row["self_us"] / 1000, row["module"], via))
+    return lines
+
+
+def watched_line(found):
+    if found["watched"]:
+        return "  NOT OK: %s imported %s (SPEC 9: only when a message needs them)" % (
+            found["scenario"], ", ".join(found["watched"]))
+    return "  ok: %s imported none of html2text, dns (dnspython), docopt" % found["scenario"]
+
+
+def machine_facts():
+    load = os.getloadavg()
+    return {
+        "cpus": os.cpu_count(), "platform": platform.platform(), "python": PYTHON,
+        "python_version": subprocess.run([PYTHON, "-c", "import sys; print(sys.version.split()[0])"],
+                                         capture_output=True, text=True, env=CHILD_ENV).stdout.strip(),
+        "sqlite": sqlite3.sqlite_version, "loadavg_start": load,
+        "mlmpipe_sha256": file_hash(MLMPIPE),
+        "git_head": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                   text=True).stdout.strip() if shutil.which("git") else "",
+        "filesystem": filesystem_of(CACHE),
+    }
+
+
+def filesystem_of(path):
+    """The type of the file system `path` is on (from /proc/mounts), for the durability figures."""
+    best, kind = "", "?"
+    path = os.path.realpath(path)
+    with contextlib.suppress(OSError), open("/proc/mounts") as f:
+        for line in f:
+            fields = line.split()
+            mount = fields[1]
+            if (path == mount or path.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+                best, kind = mount, fields[2]
+    return kind
+
+
+def write_results(report, stamp, partial):
+    """bench/results/bench-STAMP.json and latest.json for a whole run (`make
+    bench`); bench-STAMP-PARTIAL.json alone for a partial one (--quick,
+    --only, the other modes), so that latest.json keeps the last whole table."""
+    os.makedirs(RESULTS, exist_ok=True)
+    written = []
+    names = ["bench-%s-%s.json" % (stamp, "-".join(partial))] if partial else ["bench-%s.json" % stamp,
+                                                                                "latest.json"]
+    for name in names:
+        path = os.path.join(RESULTS, name)
+        with open(path + ".tmp", "w") as f:
+            json.dump(report, f, indent=1)
+            f.write("\n")
+        os.replace(path + ".tmp", path)
+        written.append(path)
+    return written
+
+
+def log_tick(label):
+    """A tick formatter for a log axis that labels 1, 2 and 5 times a power of ten."""
+    def tick(value, _):
+        if value <= 0:
+            return ""
+        leading = value / 10 ** math.floor(math.log10(value) + 1e-9)
+        return label(value) if any(abs(leading - d) < 1e-6 for d in (1, 2, 5)) else ""
+    return tick
+
+
+def plot_scaling(series, floors, path):
+    """Log-log: median wall time and peak RSS against list size, one line per post kind."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no plot: matplotlib is not installed (make venv installs it)"
+    lines = {}
+    for s in series:
+        if s.kind in ("post new", "post reply"):
+            lines.setdefault(s.kind, []).append(s)
+    if not any(len(v) >= 2 for v in lines.values()):
+        return "no plot: it needs posts to at least two list sizes"
+    fig, (wall_ax, rss_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    labels = {"post new": "new thread (every member)", "post reply": "reply (the thread's followers)"}
+    for kind, rows in sorted(lines.items()):
+        rows.sort(key=lambda s: s.size)
+        sizes = [s.size for s in rows]
+        medians = [s.median for s in rows]
+        below = [s.median - min(s.walls) for s in rows]
+        above = [max(s.walls) - s.median for s in rows]
+        wall_ax.errorbar(sizes, medians, yerr=[below, above], marker="o", capsize=3, label=labels[kind])
+        if None not in (s.peak_rss for s in rows):
+            rss_ax.plot(sizes, [s.peak_rss / 1024 for s in rows], marker="o", label=labels[kind])
+    for key, style in (("pass", ":"), ("import", "--")):
+        wall_ax.axhline(floors[key].median, color="grey", linestyle=style, linewidth=1, label=floors[key].name)
+        if floors[key].peak_rss is not None:
+            rss_ax.axhline(floors[key].peak_rss / 1024, color="grey", linestyle=style, linewidth=1,
+                           label=floors[key].name)
+    new = sorted(lines.get("post new", []), key=lambda s: s.size)
+    if new:
+        top = new[-1]
+        xs = [new[0].size, top.size]
+        wall_ax.plot(xs, [top.median * x / top.size for x in xs], color="black", linewidth=0.6, alpha=0.5,
+                     label="proportional to list size")
+    from matplotlib.ticker import FuncFormatter
+    time_label = lambda v: "%g ms" % round(v * 1000, 3) if v < 1 else "%g s" % v      # noqa: E731
+    for ax, title, label in ((wall_ax, "wall time of deliver (median, min-max)", time_label),
+                             (rss_ax, "peak RSS of deliver", lambda mb: "%g MB" % mb)):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("list size (members)")
+        ax.set_title(title)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format(int(x), ",")))
+        ax.yaxis.set_major_formatter(FuncFormatter(log_tick(label)))
+        ax.yaxis.set_minor_formatter(FuncFormatter(log_tick(label)))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("mlmpipe fan-out, sendmail stand-in, %s" % datetime.date.today().isoformat())
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path + ".tmp", dpi=110, format="png")
+    plt.close(fig)
+    os.replace(path + ".tmp", path)
+    return None
+
+
+# The benchmark ###############################################################
+
+class Bench:
+    """One invocation: options, the stand-in, a scratch directory, what was measured."""
+
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.standin, self.standin_kind = build_tools()
+        self.scratch = tempfile.mkdtemp(prefix="scratch-", dir=CACHE)
+        self.report = {"options": vars(args), "machine": machine_facts(), "full": FULL}
+        self.out = []            # the report's lines, printed at the end
+        self.rows = []           # the table's Series
+
+    def runs(self, pair):
+        return pair[1] if self.quick else pair[0]
+
+    def wanted(self, name):
+        only = self.args.only
+        return not only or any(name.lower().startswith(p.lower()) for p in only)
+
+    def subdir(self, name):
+        path = os.path.join(self.scratch, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def floors(self):
+        """The two floors every ratio is taken against, as Series."""
+        runs = self.runs(RUNS_START)
+        return {
+            "pass": Series("floor: python -c pass", runs,
+                           lambda: ([PYTHON, "-c", "pass"], None, None, None), lambda run: None, kind="floor"),
+            "import": Series("floor: import email..., sqlite3", runs,
+                             lambda: ([PYTHON, "-c", "import email.parser, email.policy, sqlite3"], None, None, None),
+                             lambda run: None, kind="floor"),
+        }
+
+    # the table
+
+    def main_table(self):
+        """The table (no mode option): floors, commands, posts, Postfix; then the evidence lines."""
+        sizes = QUICK_SIZES if self.quick else SIZES
+        floors = self.floors()
+        small = template(sizes[0], self.standin)
+        commands = [command_series(name, small, self.runs(RUNS_START), self.subdir("c%d" % i), self.standin,
+                                   recipient, sender, data, expect)
+                    for i, (name, recipient, sender, data, expect) in enumerate(command_messages(small))]
+        _, *help_message = command_messages(small)[0]
+        whatif = command_series("what-if: L-help, mlmpipe from .pyc", small, self.runs(RUNS_START),
+                                self.subdir("whatif"), self.standin, *help_message, command=pyc_launcher())
+        start_group = [s for s in commands + [whatif] if self.wanted(s.name)]
+        progress("measuring the floors%s (%d runs each, round-robin)"
+                 % (" and command messages" if start_group else "", self.runs(RUNS_START)))
+        measure_together(list(floors.values()) + start_group)
+        self.rows = rows = list(floors.values()) + start_group
+
+        posts = []
+        for size in sizes:
+            for kind, label in (("new", "post new thread"), ("reply", "post reply")):
+                name = "%s %s" % (label, format(size, ","))
+                if not self.wanted(name):
+                    continue
+                tmpl = template(size, self.standin)
+                runs = self.runs(RUNS_POST[size])
+                progress("measuring %s (%d runs)" % (name, runs))
+                s = post_series(name, tmpl, kind, runs, self.subdir("p%d%s" % (size, kind)), self.standin)
+                measure_together([s])
+                posts.append(s)
+        rows += posts
+
+        notes = []
+        postfix_name = "via Postfix: post new thread %s" % format(POSTFIX_SIZE, ",")
+        if self.wanted(postfix_name):
+            harness, why = postfix_harness()
+            if harness is None:
+                notes.append("%s: skipped: %s" % (postfix_name, why))
+                self.report["postfix"] = {"skipped": why}
+            else:
+                tmpl = template(POSTFIX_SIZE, self.standin)
+                runs = self.runs(RUNS_POSTFIX)
+                progress("starting a private Postfix; measuring %s (%d runs)" % (postfix_name, runs))
+                with PostfixBench(harness) as pf:
+                    s = postfix_series(postfix_name, pf, tmpl, runs, self.subdir("postfix"))
+                    measure_together([s])
+                rows.append(s)
+                notes.append("%s: Postfix had relayed every copy to the sink %s after deliver started (median; "
+                             "deliver returns once postdrop has queued the last batch)"
+                             % (postfix_name, seconds(sink_median(s))))
+
+        self.out.append(table(rows, floors))
+        self.out.append("floors: `python -c pass` and `python -c \"import email.parser, email.policy, sqlite3\"`; "
+                        "every row runs %s with the same environment; time is fork to reaping of the process, "
+                        "peak RSS its ru_maxrss (the largest of its runs)" % os.path.relpath(PYTHON, ROOT))
+        self.out.append("")
+        self.out.extend(notes)
+        self.report["rows"] = [s.as_json(floors) for s in rows]
+        self.evidence(posts, whatif if whatif in start_group else None, small)
+        if self.quick or self.args.only:
+            self.out.append("plot: only a whole run (make bench) draws bench/results/scaling.png")
+        elif posts:
+            problem = plot_scaling(posts, floors, os.path.join(RESULTS, "scaling.png"))
+            self.out.append(problem or "plot: %s" % os.path.relpath(os.path.join(RESULTS, "scaling.png"), ROOT))
+
+    def evidence(self, posts, whatif, small):
+        """The lines under the table: the stand-in's cost, fan-out slope, compile and import times."""
+        out = self.out
+        if posts:
+            per_call = measure_standin(self.standin, self.subdir("standin"), self.runs(RUNS_STANDIN))
+            self.report["standin"] = {"kind": self.standin_kind, "per_call_s": per_call}
+            biggest = max((s for s in posts if s.kind == "post new"), key=lambda s: s.size, default=None)
+            share = ""
+            if biggest is not None:
+                spent = per_call * biggest.facts["batches"]
+                share = "; the %s makes %d calls: about %s of its %s median" % (
+                    biggest.name, biggest.facts["batches"], seconds(spent), seconds(biggest.median))
+            out.append("sendmail stand-in (%s) alone: %s per call with 500 recipients (median of %d calls)%s"
+                       % (self.standin_kind, seconds(per_call), self.runs(RUNS_STANDIN), share))
+            out.extend(slope_lines(posts))
+        compiled = compile_time()
+        self.report["compile_s"] = compiled
+        out.append("compiling mlmpipe.py, which `python mlmpipe.py` does on every start (a script's "
+                   "bytecode is never cached): %s" % seconds(compiled))
+        help_ = next((s for s in self.rows if s.name == "command: L-help"), None)
+        if whatif is not None and help_ is not None:
+            out.append("  the what-if row runs L-help as `python -c \"import mlmpipe; mlmpipe.main()\"` with a cached "
+                       ".pyc: %s less wall time (median), %s less peak RSS"
+                       % (seconds(help_.median - whatif.median), megabytes(help_.peak_rss - whatif.peak_rss)
+                          if None not in (help_.peak_rss, whatif.peak_rss) else "-"))
+        self.report["importtime"] = []
+        # Fresh series, so the -X importtime runs do not count in the table.
+        for i, (name, recipient, sender, data, expect) in enumerate(command_messages(small)):
+            if name == "command: L-THREAD-unsubscribe":
+                continue
+            s = command_series(name, small, 1, self.subdir("it%d" % i), self.standin, recipient, sender, data,
+                               expect)
+            s.run_once(keep=False)                 # warm
+            found = import_times(s)
+            self.report["importtime"].append(found)
+            if name == "command: L-help":
+                out.extend(import_report(found))
+            out.append(watched_line(found))
+
+    # the other modes
+
+    def profile(self, size):
+        """--profile N: the new-thread post to N members under `python -m cProfile`."""
+        tmpl = template(size, self.standin)
+        name = "post new thread %s" % format(size, ",")
+        stats_path = os.path.join(RESULTS, "profile-new-thread-%d.prof" % size)
+        os.makedirs(RESULTS, exist_ok=True)
+        s = post_series(name, tmpl, "new", 1, self.subdir("profile"), self.standin,
+                        command=(PYTHON, "-m", "cProfile", "-o", stats_path, MLMPIPE))
+        progress("profiling %s" % name)
+        run = s.run_once()
+        import pstats
+        stats = pstats.Stats(stats_path)
+        self.out.append("cProfile of %s under -m cProfile: %s wall (%d recipients, %d batches); stats in %s"
+                        % (name, seconds(run.wall), s.facts["recipients"], s.facts["batches"],
+                           os.path.relpath(stats_path, ROOT)))
+        self.report["profile"] = {"size": size, "wall_s": run.wall, "stats": stats_path}
+        for key, title in (("cumulative", "cumulative time"), ("tottime", "own time (tottime)")):
+            self.out.append("")
+            self.out.append("15 largest by %s:" % title)
+            self.out.extend(profile_lines(stats, key))
+
+    def batch_sizes(self):
+        """--batch-sizes: the Postfix post of the table with batch_size 100 ... 5000."""
+        harness, why = postfix_harness()
+        if harness is None:
+            self.out.append("batch sizes: skipped: %s" % why)
+            self.report["batch_sizes"] = {"skipped": why}
+            return
+        tmpl = template(POSTFIX_SIZE, self.standin)
+        runs = self.runs(RUNS_POSTFIX)
+        found = []
+        progress("starting a private Postfix; the %s post with batch_size %s (%d runs each)"
+                 % (format(POSTFIX_SIZE, ","), ", ".join(map(str, BATCH_SIZES)), runs))
+        with PostfixBench(harness) as pf:
+            for size in BATCH_SIZES:
+                s = postfix_series("batch_size %d" % size, pf, tmpl, runs, self.subdir("b%d" % size), size)
+                progress("batch_size %d" % size)
+                measure_together([s], warmup=0 if found else 1)      # one warm-up for the instance
+                found.append((size, s))
+        self.out.append("The %s-member new-thread post through Postfix's sendmail (verp = postfix):"
+                        % format(POSTFIX_SIZE, ","))
+        self.out.append("%10s %15s %10s %10s %10s %16s" % ("batch size", "sendmail calls", "median", "min", "max",
+                                                           "sink had all"))
+        for size, s in found:
+            self.out.append("%10d %15d %10s %10s %10s %16s" % (
+                size, s.facts["batches"], seconds(s.median), seconds(min(s.walls)), seconds(max(s.walls)),
+                seconds(sink_median(s))))
+        self.report["batch_sizes"] = [{"batch_size": size, "calls": s.facts["batches"], "wall_s": s.walls,
+                                       "median_s": s.median,
+                                       "sink_s": [f["sink_seconds"] for f in s.per_run]} for size, s in found]
+
+    def durability(self):
+        """--durability: the 10,000 post with PRAGMA synchronous NORMAL (mlmpipe's) and FULL, round-robin."""
+        tmpl = template(POSTFIX_SIZE, self.standin)
+        runs = self.runs(RUNS_POST[POSTFIX_SIZE])
+        modes = []
+        for mode in ("NORMAL", "FULL"):
+            seen = os.path.join(self.scratch, "synchronous-%s.seen" % mode)
+            env = dict(CHILD_ENV, BENCH_SYNCHRONOUS=mode, BENCH_SYNCHRONOUS_SEEN=seen)
+            s = post_series("synchronous = %s" % mode, tmpl, "new", runs, self.subdir("d" + mode), self.standin,
+                            command=(PYTHON, SYNCHRONOUS_SHIM, MLMPIPE), standin_counted=False, env=env)
+            modes.append((mode, s, seen))
+        progress("the %s post with PRAGMA synchronous NORMAL and FULL (%d runs each, round-robin)"
+                 % (format(POSTFIX_SIZE, ","), runs))
+        measure_together([s for _, s, _ in modes])
+        for mode, _, seen in modes:
+            with open(seen) as f:
+                met = f.read().split()
+            if len(met) < runs + 1 or set(met) != {mode}:
+                raise BenchError("the synchronous shim did not meet mlmpipe's PRAGMA synchronous in every run")
+        normal, full = modes[0][1], modes[1][1]
+        self.out.append("The %s-member new-thread post (stand-in sendmail, %d batches), SQLite on %s, "
+                        "PRAGMA synchronous replaced by bench/synchronous_shim.py (mlmpipe has no setting "
+                        "for it):" % (format(POSTFIX_SIZE, ","), normal.facts["batches"],
+                                      self.report["machine"]["filesystem"]))
+        self.out.append("%-22s %5s %10s %10s %10s" % ("synchronous", "runs", "median", "min", "max"))
+        for mode, s, _ in modes:
+            self.out.append("%-22s %5d %10s %10s %10s" % (mode + (" (mlmpipe's)" if mode == "NORMAL" else ""),
+                                                          len(s.walls), seconds(s.median), seconds(min(s.walls)),
+                                                          seconds(max(s.walls))))
+        self.out.append("FULL costs %s more per post (median), %s per batch (each batch is one commit)"
+                        % (seconds(full.median - normal.median),
+                           seconds((full.median - normal.median) / normal.facts["batches"])))
+        self.report["durability"] = {mode: {"wall_s": s.walls, "median_s": s.median} for mode, s, _ in modes}
+
+
+def slope_lines(posts):
+    """Cost per recipient between the two largest sizes of each post kind (SPEC 9: linear, small constant)."""
+    lines = []
+    for kind in ("post new", "post reply"):
+        rows = sorted((s for s in posts if s.kind == kind), key=lambda s: s.size)
+        if len(rows) < 2:
+            continue
+        a, b = rows[-2], rows[-1]
+        extra = b.facts["recipients"] - a.facts["recipients"]
+        per = (b.median - a.median) / extra
+        rss = "" if None in (a.peak_rss, b.peak_rss) else " and %.2f KB of peak RSS" % (
+            (b.peak_rss - a.peak_rss) / extra)
+        lines.append("%s: %.1f µs%s per extra recipient between the lists of %s and %s members"
+                     % (kind, per * 1e6, rss, format(a.size, ","), format(b.size, ",")))
+    return lines
+
+
+def profile_lines(stats, key):
+    index = {"cumulative": 3, "tottime": 2}[key]
+    entries = sorted(stats.stats.items(), key=lambda item: item[1][index], reverse=True)[:15]
+    lines = ["  %10s %9s %9s  %s" % ("calls", "tottime", "cumtime", "function")]
+    for (path, line, function), (primitive, calls, tottime, cumtime, _) in entries:
+        calls_text = str(calls) if calls == primitive else "%d/%d" % (calls, primitive)
+        where = function if path == "~" else "%s:%d(%s)" % (short_path(path), line, function)
+        lines.append("  %10s %9.4f %9.4f  %s" % (calls_text, tottime, cumtime, where))
+    return lines
+
+
+def short_path(path):
+    for prefix in (ROOT + os.sep, sys.prefix + os.sep, os.path.dirname(os.__file__) + os.sep):
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
+
+
+# main() ######################################################################
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description="mlmpipe benchmark (SPEC 9); see the top of bench/run.py")
+    parser.add_argument("--quick", action="store_true", help="fewer runs, lists up to 10,000 members")
+    parser.add_argument("--only", action="append", metavar="PREFIX",
+                        help="only scenarios whose name starts with PREFIX (repeatable)")
+    parser.add_argument("--profile", type=int, metavar="N", help="cProfile the new-thread post to N members")
+    parser.add_argument("--batch-sizes", action="store_true", help="the Postfix post with batch_size 100 ... 5000")
+    parser.add_argument("--durability", action="store_true", help="PRAGMA synchronous NORMAL vs FULL")
+    args = parser.parse_args(argv)
+    if args.profile is not None and args.profile < 2:
+        parser.error("--profile needs a list size of at least 2")
+    return args
+
+
+def terminated(signum, frame):
+    """SIGTERM: leave through the `finally` blocks, which stop Postfix and restore main.cf."""
+    sys.stderr.write("bench: terminated\n")
+    sys.exit(128 + signum)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, terminated)
+    with contextlib.suppress(AttributeError):
+        sys.stdout.reconfigure(errors="backslashreplace")
+    started = time.perf_counter()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    os.makedirs(CACHE, exist_ok=True)
+    bench = None
+    try:
+        bench = Bench(args)
+        modes = [name for name, given in (("profile", args.profile is not None), ("batch-sizes", args.batch_sizes),
+                                          ("durability", args.durability)) if given]
+        if not modes:
+            bench.main_table()
+        partial = modes + ["quick"] * args.quick + ["only"] * bool(args.only)
+        if args.profile is not None:
+            bench.profile(args.profile)
+        if args.batch_sizes:
+            bench.out.append("")
+            bench.batch_sizes()
+        if args.durability:
+            bench.out.append("")
+            bench.durability()
+    except BenchError as exc:
+        sys.stderr.write("bench: FAILED: %s\n" % exc)
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("bench: interrupted\n")
+        return 130
+    finally:
+        if bench is not None:
+            shutil.rmtree(bench.scratch, ignore_errors=True)
+    total = time.perf_counter() - started
+    machine = bench.report["machine"]
+    bench.report["total_seconds"] = total
+    bench.report["loadavg_end"] = os.getloadavg()
+    print("mlmpipe benchmark, %s: %d CPUs, Python %s (%s), SQLite %s, %s; load average %.2f at the start, "
+          "%.2f at the end" % (time.strftime("%Y-%m-%d %H:%M"), machine["cpus"], machine["python_version"],
+                               os.path.relpath(PYTHON, ROOT) if PYTHON.startswith(ROOT) else PYTHON,
+                               machine["sqlite"], machine["filesystem"], machine["loadavg_start"][0],
+                               bench.report["loadavg_end"][0]))
+    print()
+    print("\n".join(bench.out))
+    written = write_results(bench.report, stamp, partial)
+    print("figures: %s" % ", ".join(os.path.relpath(p, ROOT) for p in written))
+    print("total bench time: %.0f s" % total)
     return 0
 
 
