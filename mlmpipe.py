@@ -142,7 +142,21 @@ NOT_YET = {
     "thread-close": "closing a thread by mail",
 }
 
-LIST_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$")
+
+
+class Pattern:
+    """A regular expression compiled on first use: most runs need few of them."""
+
+    def __init__(self, pattern, flags=0):
+        self.source, self.compiled = (pattern, flags), None
+
+    def __getattr__(self, name):              # search, match, findall, sub ...
+        if self.compiled is None:
+            self.compiled = re.compile(*self.source)
+        return getattr(self.compiled, name)
+
+
+LIST_NAME_RE = Pattern(r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$")
 THREAD_NAME_RE = re.compile(r"^[a-z0-9]*[0-9]$")
 # One @, no white space or control characters, never a leading "-".
 ADDRESS_RE = re.compile(r"^[^@\s\x00-\x1f\x7f-][^@\s\x00-\x1f\x7f]*@[^@\s\x00-\x1f\x7f]+$")
@@ -270,20 +284,37 @@ def config_path(option, env):
 
 
 def load_config(path, must_exist=True):
-    import configparser
-    parser = configparser.ConfigParser(interpolation=None)
+    values = dict(DEFAULTS)
     try:
         with open(path, encoding="utf-8") as f:
-            parser.read_file(f)
+            values.update(read_ini(f.read(), "mlmpipe"))
     except FileNotFoundError:
         if must_exist:
             raise Temporary("4.3.5 mlmpipe: configuration file %s not found" % path)
-    except (OSError, configparser.Error) as exc:
+    except (OSError, ValueError) as exc:
         raise Temporary("4.3.5 mlmpipe: cannot read configuration file %s (%s)" % (path, exc))
-    values = dict(DEFAULTS)
-    if parser.has_section("mlmpipe"):
-        values.update((k, v.strip()) for k, v in parser.items("mlmpipe"))
     return Config(path, values)
+
+
+def read_ini(text, section):
+    """The `key = value` lines of one [section] of an INI file (configparser's
+    syntax without continuation lines; configparser itself costs 2 ms a start)."""
+    values, current = {}, None
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line[0] == "[" and line[-1] == "]":
+            current = line[1:-1].strip()
+            continue
+        key, sep, value = line.partition("=")
+        if ":" in key or not sep:
+            key, sep, value = line.partition(":")
+        if not sep or not key.strip() or current is None:
+            raise ValueError("line %d is not 'key = value' in a [section]: %s" % (number, line[:60]))
+        if current == section:
+            values[key.strip().lower()] = value.strip()
+    return values
 
 
 class Log:
@@ -852,7 +883,7 @@ def _readable(part, body):
     return body
 
 
-URL_RE = re.compile(r"\b(?:(?:https?|ftp)://|mailto:)[^\s<>\"]*[^\s<>\".,;:!?)\]']")
+URL_RE = Pattern(r"\b(?:(?:https?|ftp)://|mailto:)[^\s<>\"]*[^\s<>\".,;:!?)\]']")
 
 
 def text_to_html(text):
@@ -1810,31 +1841,31 @@ def decide_join(d, address, approve):
 # notices and auto-replies never count (SPEC 5.6).
 
 # Non-DSN failure reports: qmail's QSBMF, Exim, Sendmail's text, and others.
-FAILURE_TEXT = re.compile(
+FAILURE_TEXT = Pattern(
     r"this is a permanent error|permanent fatal error|could not be delivered|couldn'?t be delivered"
     r"|wasn'?t delivered|was not delivered|undeliverable|delivery (?:has )?failed|failed permanently"
     r"|user unknown|unknown user|no such (?:user|mailbox|recipient)|mailbox (?:unavailable|not found)"
     r"|address(?:es)? (?:not found|rejected)|recipient address rejected|does not exist"
     r"|following address\(es\) failed|unable to deliver|i'm not going to try again", re.I)
-DELAY_TEXT = re.compile(
+DELAY_TEXT = Pattern(
     r"has not (?:yet )?been delivered|not yet been delivered|delivery (?:is |has been )?delayed"
     r"|will (?:keep|continue) trying|will retry|still trying|warning: message .* delayed"
     r"|could not send message for past|this is a temporary error|has been delayed|will be retried", re.I)
 # Sendmail's, Postfix's and Gmail's delay notices say this outright, whatever
 # else they say ("Your message could not be delivered for more than 4 hours").
-WARNING_ONLY = re.compile(r"this is a warning (?:message )?only", re.I)
+WARNING_ONLY = Pattern(r"this is a warning (?:message )?only", re.I)
 # Where the returned copy of the message starts in a text bounce (Sendmail
 # indents its "   ----- Original message follows -----").
-RETURNED_COPY = re.compile(
+RETURNED_COPY = Pattern(
     r"^[ \t]*(?:-+ ?below this line is a copy of the message|-+ ?this is a copy of the message"
     r"|-+ ?original message|-+ ?the original message|original message follows"
     r"|-+ ?forwarded message|-+ ?returned message|-+ ?message headers? follows?)", re.I | re.M)
-ADDRESS_IN_TEXT = re.compile(r"<([^<>\s@]+@[^<>\s@]+\.[^<>\s@]+)>|^\s+([^<>\s@:]+@[^<>\s@:]+\.[a-z]{2,})\s*$",
-                             re.I | re.M)
+ADDRESS_IN_TEXT = Pattern(r"<([^<>\s@]+@[^<>\s@]+\.[^<>\s@]+)>|^\s+([^<>\s@:]+@[^<>\s@:]+\.[a-z]{2,})\s*$",
+                          re.I | re.M)
 # Delivery-status fields in a text part: a broken MTA's status part sent as text/plain.
-DSN_IN_TEXT = re.compile(r"^(?:final|original)-recipient:", re.I | re.M)
+DSN_IN_TEXT = Pattern(r"^(?:final|original)-recipient:", re.I | re.M)
 # The mail system's own addresses: they send reports, never auto-replies, and never fail.
-MAIL_SYSTEM = re.compile(r"(?:mailer-daemon|postmaster)@", re.I)
+MAIL_SYSTEM = Pattern(r"(?:mailer-daemon|postmaster)@", re.I)
 
 
 def bounce_report(raw):

@@ -294,3 +294,14 @@ def test_plain_answers_are_valid_mime_and_round_trip(text, encoding):
     assert msg.get_content_type() == "text/plain" and msg["Content-Transfer-Encoding"] == encoding
     assert msg.get_payload(decode=True).decode(msg.get_content_charset()) == text
     assert all(len(line) <= 998 for line in raw.split(b"\n"))
+
+
+def test_configuration_files_read_like_configparser():
+    text = ("# comment\n; another\n[other]\nsecret = not this one\n\n[mlmpipe]\n"
+            "Database = /var/lib/x.db\nsecret=a%b=c\nlog: syslog\nbatch_size =  7 \n")
+    assert mlmpipe.read_ini(text, "mlmpipe") == {
+        "database": "/var/lib/x.db", "secret": "a%b=c", "log": "syslog", "batch_size": "7"}
+    with pytest.raises(ValueError, match="line 2"):
+        mlmpipe.read_ini("[mlmpipe]\njust words\n", "mlmpipe")
+    with pytest.raises(ValueError, match="line 1"):
+        mlmpipe.read_ini("key = before any section\n", "mlmpipe")
