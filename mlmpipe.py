@@ -2421,12 +2421,21 @@ def cmd_not_yet(cfg, args):
 def cmd_mta_config(cfg, args):
     db = open_db(cfg)
     lst = need_list(db, args["LIST"])
-    here = os.path.abspath(__file__)
     conf = os.path.abspath(cfg.path)
     name, domain = lst["name"], lst["domain"]
     template = POSTFIX_TEMPLATE if args["postfix"] else QMAIL_TEMPLATE
-    print((template % dict(name=name, domain=domain, python=sys.executable, prog=here, conf=conf)).rstrip())
+    print((template % dict(name=name, domain=domain, run=run_command(), conf=conf)).rstrip())
     return 0
+
+
+def run_command():
+    """How the MTA should start mlmpipe: `python -m mlmpipe` when this Python
+    finds it on its path (the .pth file of README's installation), so it runs
+    from compiled bytecode; else the script, which Python compiles every time."""
+    path = [os.path.abspath(p) for p in sys.path[1:] if p]
+    if HERE in path:
+        return "%s -m mlmpipe" % sys.executable
+    return "%s %s" % (sys.executable, os.path.join(HERE, "mlmpipe.py"))
 
 
 POSTFIX_TEMPLATE = """\
@@ -2444,7 +2453,7 @@ mlmpipe_destination_recipient_limit = 1
 # master.cf (continuation lines start with white space), then: postfix reload
 mlmpipe   unix  -       n       n       -       10      pipe
   flags=hX null_sender= user=mlmpipe
-  argv=%(python)s %(prog)s deliver -c %(conf)s --recipient=${recipient} --sender=${sender}
+  argv=%(run)s deliver -c %(conf)s --recipient=${recipient} --sender=${sender}
 #
 # The user mlmpipe must own the database and archive named in %(conf)s and
 # be able to read that file.  No F flag (it adds a From_ line), no u flag (it
@@ -2457,13 +2466,13 @@ mlmpipe   unix  -       n       n       -       10      pipe
 #   alias_maps = hash:/etc/aliases, hash:/etc/mlmpipe/aliases
 # and /etc/mlmpipe/aliases owned by the mlmpipe user (local(8) runs the
 # command as the owner of the alias file), then: postalias /etc/mlmpipe/aliases
-#   %(name)s: "|%(python)s %(prog)s deliver -c %(conf)s"
+#   %(name)s: "|%(run)s deliver -c %(conf)s"
 """
 
 QMAIL_TEMPLATE = """\
 # qmail set-up for %(name)s@%(domain)s; examples/dot-qmail/ explains it.
 # The .qmail file holds this one line (no preline):
-|%(python)s %(prog)s deliver -c %(conf)s
+|%(run)s deliver -c %(conf)s
 #
 # Recommended, a virtual domain for the lists:
 #   control/virtualdomains:  %(domain)s:lists      (and %(domain)s in rcpthosts)

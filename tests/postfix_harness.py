@@ -35,6 +35,7 @@ import email.policy
 import importlib.util
 import os
 import pwd
+import py_compile
 import shutil
 import signal
 import socket
@@ -130,8 +131,9 @@ exec {sendmail} "$@"
 
 RUNNER = """\
 #!/bin/sh
-# mlmpipe under {python}, usable by the unprivileged delivery user.
-{pythonpath}exec {python} {program} "$@"
+# mlmpipe under {python}, usable by the unprivileged delivery user: as the
+# installation runs it, `python -m mlmpipe` from its compiled .pyc ({program}).
+{pythonpath}exec {python} -m mlmpipe "$@"
 """
 
 
@@ -356,6 +358,7 @@ class PostfixInstance:
                                 ignore=shutil.ignore_patterns("__pycache__"))
             else:
                 shutil.copy(spec.origin, self.lib)
+        py_compile.compile(self.program, doraise=True)          # as README's compileall step
         for root, dirs, files in os.walk(self.lib):
             for name in dirs:
                 os.chmod(os.path.join(root, name), 0o755)

@@ -257,3 +257,24 @@ def test_commands_and_bounces_import_no_optional_module(mixed, where):
                 if line.startswith("import time:")}
     assert "email.parser" in imported and "sqlite3" in imported       # the listing works
     assert not imported & {"docopt", "html2text", "dns", "dns.resolver"}, sorted(imported)
+
+
+@pytest.mark.parametrize("installed", [False, True], ids=["script", "module-on-path"])
+def test_mta_config_prints_the_examples_lines(mixed, installed):
+    """mta-config's pipe(8) service is examples/postfix's, with this list's
+    paths; with mlmpipe on Python's path (README's .pth file) it runs
+    `python -m mlmpipe`, from compiled bytecode."""
+    import subprocess
+    import sys
+    from conftest import MLMPIPE
+    env = mixed.env(extra={"PYTHONPATH": str(MLMPIPE.parent) if installed else None})
+    proc = subprocess.run([sys.executable, str(MLMPIPE), "-c", str(mixed.cfg), "mta-config", "postfix", LIST],
+                          capture_output=True, text=True, env=env, cwd=str(mixed.root), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    run = "%s -m mlmpipe" % sys.executable if installed else "%s %s" % (sys.executable, MLMPIPE)
+    argv = "  argv=%s deliver -c %s --recipient=${recipient} --sender=${sender}" % (run, mixed.cfg)
+    assert argv in proc.stdout.splitlines(), proc.stdout
+    example = (MLMPIPE.parent / "examples" / "postfix" / "master.cf.pipe-transport").read_text()
+    for line in ("mlmpipe   unix  -       n       n       -       10      pipe",
+                 "  flags=hX null_sender= user=mlmpipe"):
+        assert line in example.splitlines() and line in proc.stdout.splitlines()
