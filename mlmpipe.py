@@ -76,7 +76,7 @@ DEFAULTS = {
     "archive": "/var/lib/mlmpipe/archive",
     "sendmail": "/usr/sbin/sendmail",
     "verp": "postfix",
-    "batch_size": "500",
+    "batch_size": "1000",
     "domain": "",
     "secret": "",
     "qmail_prefix": "",

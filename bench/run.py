@@ -77,6 +77,7 @@ SIZES = (1000, 10000, 100000) + ((1000000,) if FULL else ())
 QUICK_SIZES = (1000, 10000)
 POSTFIX_SIZE = 10000
 BATCH_SIZES = (100, 250, 500, 1000, 2000, 5000)
+BATCH_SIZE = 1000            # mlmpipe's default batch_size, used by every row of the table
 
 # Measured runs per scenario (normal, --quick).
 RUNS_START = (20, 7)          # floors and command messages
@@ -321,7 +322,7 @@ def schema_hash():
     return file_hash(SCHEMA)
 
 
-def write_config(path, database, archive, sendmail, log, batch_size=500):
+def write_config(path, database, archive, sendmail, log, batch_size=BATCH_SIZE):
     with open(path, "w") as f:
         f.write("[mlmpipe]\ndatabase = %s\narchive = %s\nsendmail = %s\nverp = postfix\n"
                 "batch_size = %d\ndomain = %s\nlog = %s\nsecret = %s\n"
@@ -535,7 +536,7 @@ def last_log_line(log):
 class Scratch:
     """A fresh copy of a template list for one run, with its own config and logs."""
 
-    def __init__(self, root, tmpl, sendmail, batch_size=500):
+    def __init__(self, root, tmpl, sendmail, batch_size=BATCH_SIZE):
         self.root, self.tmpl = root, tmpl
         self.directory = os.path.join(root, "list")
         self.config = os.path.join(self.directory, "mlmpipe.cfg")
@@ -563,7 +564,7 @@ class Scratch:
 
 
 def post_series(name, tmpl, kind, runs, scratch_root, sendmail, standin_counted=True, command=MLMPIPE_COMMAND,
-                env=None, batch_size=500, series_kind=None):
+                env=None, batch_size=BATCH_SIZE, series_kind=None):
     """A Series of posts (kind "new" or "reply") to a fresh copy of `tmpl`, checked against the audience."""
     scratch = Scratch(scratch_root, tmpl, sendmail, batch_size)
     expected = tmpl.meta["new_thread_audience" if kind == "new" else "reply_audience"]
@@ -647,7 +648,7 @@ def prepare_module():
     compileall (PYTHONDONTWRITEBYTECODE does not stop py_compile)."""
     import py_compile
     py_compile.compile(MLMPIPE, doraise=True)
-    os.environ["PYTHONPATH"] = ROOT + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+    CHILD_ENV["PYTHONPATH"] = ROOT          # every row, the floors too: the .pth is read by every start
 
 
 SCRIPT_COMMAND = (PYTHON, MLMPIPE)       # `python mlmpipe.py`: compiled again on every start
@@ -826,7 +827,7 @@ class PostfixBench:
         return time.perf_counter() - started
 
 
-def postfix_series(name, pf, tmpl, runs, scratch_root, batch_size=500):
+def postfix_series(name, pf, tmpl, runs, scratch_root, batch_size=BATCH_SIZE):
     """The new-thread post with Postfix's sendmail; after each run, wait until
     the sink has every copy (fact "sink_seconds", counted from the start)."""
     series = post_series(name, tmpl, "new", runs, scratch_root, pf.sendmail, standin_counted=False,
