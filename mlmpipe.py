@@ -1145,35 +1145,42 @@ def dies_with_us():
 
 def send_notice(d, to, subject, text, attach=None, reply_to=None, envelope=None):
     """A reply from the list itself (SPEC 5.7): auto-replied, from L-bounces."""
-    from email.message import Message
     lst = d.lst
-    msg = Message()
-    msg["From"] = "%s list <%s>" % (lst["name"], list_address(lst, "help"))
-    msg["To"] = to
-    msg["Subject"] = clean_header(subject)
-    msg["Date"] = email.utils.formatdate(localtime=True)
-    msg["Message-ID"] = email.utils.make_msgid("mlmpipe", lst["domain"])
     original = clean_header(d.msg.get("Message-ID") if getattr(d, "msg", None) is not None else "")
-    if original:
-        msg["In-Reply-To"] = original
-        msg["References"] = original
-    if reply_to:
-        msg["Reply-To"] = reply_to
-    msg["Auto-Submitted"] = "auto-replied"
-    msg["List-Id"] = "<%s.%s>" % (lst["name"], lst["domain"])
-    msg["MIME-Version"] = "1.0"
-    head = msg.as_bytes().rstrip(b"\n") + b"\n"
-    if attach is None and head.isascii():       # the usual short answer: no MIME classes needed
-        data = head + plain_body(text)
+    fields = [("From", "%s list <%s>" % (lst["name"], list_address(lst, "help"))), ("To", to),
+              ("Subject", subject), ("Date", email.utils.formatdate(localtime=True)),
+              ("Message-ID", email.utils.make_msgid("mlmpipe", lst["domain"]))]
+    fields += [("In-Reply-To", original), ("References", original)] if original else []
+    fields += [("Reply-To", reply_to)] if reply_to else []
+    fields += [("Auto-Submitted", "auto-replied"), ("List-Id", "<%s.%s>" % (lst["name"], lst["domain"])),
+               ("MIME-Version", "1.0")]
+    if attach is None:                          # the usual short answer: no MIME classes needed
+        data = header_block(fields) + plain_body(text)
     else:
-        body = mime_text(text, "plain")
-        if attach is not None:
-            body = multipart("mixed", [body, attach])
+        from email.message import Message
+        msg = Message()
+        for name, value in fields:
+            msg[name] = clean_header(value)
+        body = multipart("mixed", [mime_text(text, "plain"), attach])
         for key, value in body.items():
             msg[key] = value
         msg.set_payload(body.get_payload())
         data = flatten(msg)
     run_sendmail(d.cfg, ["-f", envelope or bounce_address(lst)], [to], data)
+
+
+def header_block(fields):
+    """Header lines of our own message: CR/LF stripped; a non-ASCII or long
+    value RFC 2047-encoded and folded."""
+    out = []
+    for name, value in fields:
+        value = clean_header(value)
+        if not value.isascii() or len(name) + len(value) > 76:
+            import email.header
+            value = email.header.Header(value, "utf-8" if not value.isascii() else "us-ascii",
+                                        header_name=name).encode(linesep="\n")
+        out.append("%s: %s\n" % (name, value))
+    return "".join(out).encode("ascii")
 
 
 def plain_body(text):

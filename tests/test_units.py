@@ -305,3 +305,14 @@ def test_configuration_files_read_like_configparser():
         mlmpipe.read_ini("[mlmpipe]\njust words\n", "mlmpipe")
     with pytest.raises(ValueError, match="line 1"):
         mlmpipe.read_ini("key = before any section\n", "mlmpipe")
+
+
+def test_header_block_strips_line_breaks_encodes_and_folds():
+    import email
+    import email.policy
+    subject = "Re: “café” " + "long words " * 12 + "\r\nBcc: victim@example.com"
+    raw = mlmpipe.header_block([("From", "sys list <sys-help@l.org>"), ("Subject", subject)]) + b"\nbody\n"
+    assert b"\nBcc:" not in raw and raw.isascii()
+    assert all(len(line) <= 78 for line in raw.split(b"\n"))
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert str(msg["Subject"]) == mlmpipe.clean_header(subject) and msg["Bcc"] is None
