@@ -1213,7 +1213,7 @@ class Bench:
                                        "sink_s": [f["sink_seconds"] for f in s.per_run]} for size, s in found]
 
     def durability(self):
-        """--durability: the 10,000 post with PRAGMA synchronous NORMAL (mlmpipe's) and FULL, round-robin."""
+        """--durability: the 10,000 post with PRAGMA synchronous NORMAL and FULL (mlmpipe's), round-robin."""
         tmpl = template(POSTFIX_SIZE, self.standin)
         runs = self.runs(RUNS_POST[POSTFIX_SIZE])
         modes = []
@@ -1238,7 +1238,7 @@ class Bench:
                                       self.report["machine"]["filesystem"]))
         self.out.append("%-22s %5s %10s %10s %10s" % ("synchronous", "runs", "median", "min", "max"))
         for mode, s, _ in modes:
-            self.out.append("%-22s %5d %10s %10s %10s" % (mode + (" (mlmpipe's)" if mode == "NORMAL" else ""),
+            self.out.append("%-22s %5d %10s %10s %10s" % (mode + (" (mlmpipe's)" if mode == "FULL" else ""),
                                                           len(s.walls), seconds(s.median), seconds(min(s.walls)),
                                                           seconds(max(s.walls))))
         self.out.append("FULL costs %s more per post (median), %s per batch (each batch is one commit)"

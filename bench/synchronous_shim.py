@@ -1,7 +1,7 @@
 """Run mlmpipe.py with its `PRAGMA synchronous` replaced (for `run.py --durability`).
 
 mlmpipe has no setting for SQLite's synchronous mode: open_db() always says
-`PRAGMA synchronous = NORMAL`.  This launcher swaps the connection class so
+`PRAGMA synchronous = FULL`.  This launcher swaps the connection class so
 that statement says $BENCH_SYNCHRONOUS instead (NORMAL or FULL), then runs
 mlmpipe.py as the MTA would.  Both variants go through this launcher, so its
 own small cost is the same on both sides.  Each rewrite appends a line to
