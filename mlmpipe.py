@@ -1387,7 +1387,8 @@ def archive_path(cfg, list_id, message_row, suffix):
 
 
 def archive_write(d, suffix, data):
-    """Write atomically: a temporary file, fsync, rename."""
+    """Write atomically and durably: a temporary file, fsync, rename, fsync
+    of the directory (so the rename survives a power loss too)."""
     path = archive_path(d.cfg, d.lst["id"], d.stored["id"], suffix)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -1397,6 +1398,11 @@ def archive_write(d, suffix, data):
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, path)
+        directory = os.open(os.path.dirname(path), os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
     except OSError as exc:
         raise temporary_for(exc, "storing the message in %s" % d.cfg.archive)
 
