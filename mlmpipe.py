@@ -50,6 +50,7 @@ Options:
 import email
 import email.utils
 import errno
+import functools
 import os
 import re
 import sqlite3
@@ -141,7 +142,6 @@ NOT_YET = {
     "thread-digest": "thread digests", "thread-summary": "summaries by mail",
     "thread-close": "closing a thread by mail",
 }
-
 
 
 class Pattern:
@@ -669,8 +669,8 @@ def is_follower(db, chain, member_id):
 
 def progress_of(db, message, note):
     """Per variant, the last member whose batch sendmail accepted: from the
-    database, and from the note a delivery leaves beside the archived message
-    when the database would not record a batch (locked past db_timeout)."""
+    database, and from the note record_batch leaves when the database would
+    not take it."""
     done = {r["variant"]: r["last_member"] for r in db.execute(
         "SELECT variant, last_member FROM progress WHERE message = ?", (message["id"],))}
     try:
@@ -682,14 +682,23 @@ def progress_of(db, message, note):
     return done
 
 
-def record_batch(db, message, variant, last_member):
-    """Remember an accepted batch and renew this process's claim."""
-    with write(db):
-        db.execute("INSERT INTO progress (message, variant, last_member, batches) VALUES (?, ?, ?, 1) "
-                   "ON CONFLICT (message, variant) DO UPDATE SET last_member = excluded.last_member, "
-                   "batches = batches + 1", (message["id"], variant, last_member))
-        db.execute("UPDATE messages SET lease_until = ? WHERE id = ?",
-                   (time.time() + LEASE_SECONDS, message["id"]))
+def record_batch(db, message, variant, last_member, note):
+    """Remember an accepted batch and renew this process's claim.  When the
+    database will not take it (locked past db_timeout, full), the batch is
+    appended to `note`, fsynced, so the retry does not send it again."""
+    try:
+        with write(db):
+            db.execute("INSERT INTO progress (message, variant, last_member, batches) VALUES (?, ?, ?, 1) "
+                       "ON CONFLICT (message, variant) DO UPDATE SET last_member = excluded.last_member, "
+                       "batches = batches + 1", (message["id"], variant, last_member))
+            db.execute("UPDATE messages SET lease_until = ? WHERE id = ?",
+                       (time.time() + LEASE_SECONDS, message["id"]))
+    except sqlite3.Error:
+        with open(note, "a", encoding="ascii") as f:
+            f.write("%s %d\n" % (variant, last_member))
+            f.flush()
+            os.fsync(f.fileno())
+        raise
 
 
 def new_token(db, cfg, lst, purpose, message=None, address=None):
@@ -1119,9 +1128,7 @@ def run_sendmail(cfg, flags, recipients, data, batch=False):
                         % (cfg.sendmail, how, ": " + said if said else ""))
 
 
-PARENT_DEATH = None       # dies_with_us()'s hook, made once
-
-
+@functools.lru_cache(maxsize=None)         # made once per process
 def dies_with_us():
     """Linux: a hook that makes sendmail die (SIGKILL) when mlmpipe is killed.
 
@@ -1130,19 +1137,16 @@ def dies_with_us():
     send it again.  Postfix's sendmail killed before the end of the message
     leaves nothing in the queue.  Elsewhere: None (the window stays).
     """
-    global PARENT_DEATH
-    if PARENT_DEATH is None:
-        PARENT_DEATH = False
-        if sys.platform.startswith("linux"):
-            import ctypes
-            prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
 
-            def hook():
-                prctl(1, 9)                       # PR_SET_PDEATHSIG, SIGKILL
-                if os.getppid() != parent:        # killed before the hook ran
-                    os._exit(75)
-            PARENT_DEATH = hook
-    return PARENT_DEATH or None
+    def hook():
+        prctl(1, 9)                               # PR_SET_PDEATHSIG, SIGKILL
+        if os.getppid() != parent:                # killed before the hook ran
+            os._exit(75)
+    return hook
 
 
 def send_notice(d, to, subject, text, attach=None, reply_to=None, envelope=None):
@@ -1158,16 +1162,8 @@ def send_notice(d, to, subject, text, attach=None, reply_to=None, envelope=None)
                ("MIME-Version", "1.0")]
     if attach is None:                          # the usual short answer: no MIME classes needed
         data = header_block(fields) + plain_body(text)
-    else:
-        from email.message import Message
-        msg = Message()
-        for name, value in fields:
-            msg[name] = clean_header(value)
-        body = multipart("mixed", [mime_text(text, "plain"), attach])
-        for key, value in body.items():
-            msg[key] = value
-        msg.set_payload(body.get_payload())
-        data = flatten(msg)
+    else:                                       # its Content-* fields and body follow our header lines
+        data = header_block(fields) + flatten(multipart("mixed", [mime_text(text, "plain"), attach]))
     run_sendmail(d.cfg, ["-f", envelope or bounce_address(lst)], [to], data)
 
 
@@ -1459,7 +1455,7 @@ def recipient_groups(d):
 def distribute(d):
     """Send every variant in batches, recording each accepted batch."""
     headers = outgoing_headers(d)
-    note = archive_path(d.cfg, d.lst["id"], d.stored["id"], ".sent")
+    note = sent_note(d)
     done = progress_of(d.db, d.stored, note)
     page = 1 if d.cfg.verp == "per-recipient" else d.cfg.batch_size
     for fmt, follower, condition, params in recipient_groups(d):
@@ -1474,14 +1470,7 @@ def distribute(d):
             for flags, recipients in sendmail_calls(d.cfg, d.lst, [r["address"] for r in rows]):
                 run_sendmail(d.cfg, flags, recipients, data, batch=True)
             after = rows[-1]["id"]
-            try:
-                record_batch(d.db, d.stored, variant, after)
-            except sqlite3.Error:
-                with open(note, "a", encoding="ascii") as f:      # so the retry does not send it again
-                    f.write("%s %d\n" % (variant, after))
-                    f.flush()
-                    os.fsync(f.fileno())
-                raise
+            record_batch(d.db, d.stored, variant, after, note)
             d.recipients += len(rows)
             d.batches += 1
             if len(rows) < page:
@@ -1494,9 +1483,14 @@ def finish(d):
         d.db.execute("UPDATE messages SET status = 'sent', sent = ?, owner_pid = NULL, "
                      "lease_until = NULL WHERE id = ?", (utc(now()), d.stored["id"]))
     try:
-        os.remove(archive_path(d.cfg, d.lst["id"], d.stored["id"], ".sent"))
+        os.remove(sent_note(d))
     except FileNotFoundError:
         pass
+
+
+def sent_note(d):
+    """Beside the archived message: batches sent that the database did not record."""
+    return archive_path(d.cfg, d.lst["id"], d.stored["id"], ".sent")
 
 
 # Holds ######################################################################

@@ -278,3 +278,25 @@ def test_mta_config_prints_the_examples_lines(mixed, installed):
     for line in ("mlmpipe   unix  -       n       n       -       10      pipe",
                  "  flags=hX null_sender= user=mlmpipe"):
         assert line in example.splitlines() and line in proc.stdout.splitlines()
+
+
+def test_subscribing_late_brings_the_earlier_replies_as_an_attached_digest(mixed):
+    """A "first" member in format both who follows a thread late gets one
+    answer: a note and a multipart/digest of the replies she missed."""
+    import email
+    import email.policy
+    thread, first_id, _ = mixed.new_thread(ALL_TEXT, subject="Café deadlines")
+    reply = make_msg(ALL_HTML, mixed.addr(thread), "Re: Café deadlines", in_reply_to=first_id,
+                     body="The answer is Friday.\n")
+    mixed.post(reply, to=mixed.addr(thread))
+    mixed.take()
+    answer = once_each(replies(mixed.command(FIRST_BOTH, thread + "-subscribe")))[FIRST_BOTH]
+    msg = email.message_from_bytes(answer.raw, policy=email.policy.default)
+    assert msg["Auto-Submitted"] == "auto-replied" and msg["To"] == FIRST_BOTH
+    assert msg.get_content_type() == "multipart/mixed"
+    note, digest = msg.iter_parts()
+    assert "1 earlier message" in note.get_content()
+    assert digest.get_content_type() == "multipart/digest"
+    (missed,) = digest.iter_parts()
+    assert missed.get_content_type() == "message/rfc822"
+    assert "The answer is Friday." in missed.get_content().get_body().get_content()
