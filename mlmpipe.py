@@ -3,7 +3,7 @@
 
 The mail server runs `mlmpipe.py deliver` once per incoming message.  Every
 new thread's first message goes to all members; later messages go only to the
-members who follow the thread.  See README.md and SPEC.md.
+members who follow the thread.  See README.md and the man page.
 
 Usage:
   mlmpipe.py deliver [options] [--recipient=ADDR] [--sender=ADDR]
@@ -17,7 +17,7 @@ Usage:
   mlmpipe.py members [options] LIST [--json]
   mlmpipe.py threads [options] LIST [--all] [--json]
   mlmpipe.py thread [options] LIST THREAD (open|close|perpetual)
-  mlmpipe.py held [options] LIST [--json]
+  mlmpipe.py held [options] LIST [TOKEN] [--json]
   mlmpipe.py approve [options] LIST TOKEN
   mlmpipe.py reject [options] LIST TOKEN [--reason=TEXT]
   mlmpipe.py cron [options]
@@ -45,7 +45,7 @@ Options:
 # Imports ####################################################################
 # Only what every run needs.  html2text, dnspython and docopt, and the
 # modules of the rarer paths (tokens, JSON, MIME building), are imported in the
-# functions that use them, so a command message starts fast (SPEC 9).
+# functions that use them, so a command message starts fast (README: Performance).
 
 import email
 import email.utils
@@ -60,7 +60,6 @@ import time
 
 # Constants ##################################################################
 
-SCHEMA_VERSION = 2
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Exit codes: one table per MTA.  Postfix (sysexits.h) retries only 75.
@@ -108,8 +107,9 @@ LIST_CHOICES = {
     "spam_action": ("hold", "discard"),
     "dmarc": ("munge", "wrap", "off"),
 }
-LIST_NUMBERS = ("max_post_kb", "bounce_threshold", "bounce_stale_days",
-                "bounce_remove_days", "thread_idle_days")
+# Whole-number settings and their least value.
+LIST_NUMBERS = {"max_post_kb": 1, "bounce_threshold": 1, "bounce_stale_days": 1,
+                "bounce_remove_days": 1, "thread_idle_days": 0}
 
 FORMATS = ("text", "html", "both")
 PREFERENCES = {"all": 1, "first": 0}
@@ -122,26 +122,58 @@ SETTINGS = {
 }
 DIGEST_MODES = ("daily", "weekly", "monthly", "off")
 
-# Command words after "L-" and after "L-THREAD-": word -> what follows it.
-# None: nothing may follow; "arg": a required argument.  Matched as whole
-# words, so the table's order never matters.
-LIST_WORDS = {
-    "new": "optional", "subscribe": None, "unsubscribe": None,
-    "confirm": "arg", "set": "arg", "watch": "arg", "unwatch": "arg",
-    "threads": None, "help": None, "owner": None, "request": None,
-    "approve": "arg", "reject": "arg", "bounces": "optional",
+# The command vocabulary: the word after "L-" (scope "list") or after
+# "L-THREAD-" (scope "thread"; "thread-reply" is L-THREAD itself) -> its
+# argument rule, the function that handles it, whether mail to it is passive
+# (does not re-enable a member disabled by bounces), and, for a word whose
+# feature has not landed, the refusal's name for it.  Argument rules: None
+# (nothing may follow), "arg" (something must), "optional", or a tuple of the
+# words allowed.  Words are matched whole, so the order never matters.
+class Word:
+    """One row of COMMANDS.  `handler` names the function that decides inside
+    handle()'s transaction; a function called prepare_HANDLER, when there is
+    one, runs before it, outside the lock."""
+
+    def __init__(self, arg, handler, passive=False, later=None):
+        self.arg, self.handler, self.passive, self.later = arg, handler, passive, later
+
+    def fits(self, arg):
+        if isinstance(self.arg, tuple):
+            return arg in self.arg
+        return {None: arg == "", "arg": arg != "", "optional": True}[self.arg]
+
+
+COMMANDS = {
+    "post": Word(None, "post", passive=True),                 # L
+    "new": Word("optional", "post", passive=True),
+    "subscribe": Word(None, "subscribe"),
+    "unsubscribe": Word(None, "unsubscribe"),
+    "confirm": Word("arg", "confirm"),
+    "set": Word(tuple(SETTINGS), "change_setting"),
+    "watch": Word("arg", None, later="keyword watches"),
+    "unwatch": Word("arg", None, later="keyword watches"),
+    "threads": Word(None, "send_threads"),
+    "help": Word(None, "send_help"),
+    "owner": Word(None, "forward_to_owners", passive=True),
+    "request": Word(None, None, later="commands by mail to -request"),
+    "approve": Word("arg", "owner_action", passive=True),
+    "reject": Word("arg", "owner_action", passive=True),
+    "bounces": Word("optional", "bounce", passive=True),
+    "thread-reply": Word(None, "post", passive=True),         # L-THREAD
+    "thread-new": Word("optional", "post", passive=True),
+    "thread-subscribe": Word(None, "follow_thread"),
+    "thread-unsubscribe": Word(None, "follow_thread"),
+    "thread-digest": Word(DIGEST_MODES, None, later="thread digests"),
+    "thread-summary": Word(None, None, later="summaries by mail"),
+    "thread-close": Word(None, None, later="closing a thread by mail"),
 }
-THREAD_WORDS = {
-    "new": "optional", "subscribe": None, "unsubscribe": None,
-    "digest": "arg", "summary": None, "close": None,
-}
-# Commands whose issue has not landed yet: refused plainly.
-NOT_YET = {
-    "watch": "keyword watches", "unwatch": "keyword watches",
-    "request": "commands by mail to -request",
-    "thread-digest": "thread digests", "thread-summary": "summaries by mail",
-    "thread-close": "closing a thread by mail",
-}
+
+# Bounds on what one message may make mlmpipe do (README: Broken and hostile mail).
+MAX_DEPTH = 20                    # MIME nesting parsed; deeper parts travel unparsed
+MAX_PARTS = 500                   # MIME parts parsed; the rest travel unparsed
+HTML_SECONDS = 0.4                # html2text's budget; then the plain converter
+HTML_GROWTH = 4                   # html2text's output may be this many times its input (+ 4 KB)
+RENDER_GROWTH = 4                 # text + HTML renderings: at most this many times the message (+ 64 KB)
 
 
 class Pattern:
@@ -158,8 +190,12 @@ class Pattern:
 
 LIST_NAME_RE = Pattern(r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$")
 THREAD_NAME_RE = re.compile(r"^[a-z0-9]*[0-9]$")
-# One @, no white space or control characters, never a leading "-".
-ADDRESS_RE = re.compile(r"^[^@\s\x00-\x1f\x7f-][^@\s\x00-\x1f\x7f]*@[^@\s\x00-\x1f\x7f]+$")
+# An RFC 5321 mailbox with a dot-atom local part (never starting with "-")
+# and a host name: no quotes, commas, semicolons, brackets, parentheses or
+# colons, at which Postfix's sendmail would split an argument (README: Security notes).
+ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+ADDRESS_RE = re.compile(r"^(?!-)(?=[^@]{1,64}@)%s(?:\.%s)*@(?=.{1,253}$)(?:%s\.)*%s$" % (ATOM, ATOM, LABEL, LABEL))
 AUTOMATED_PRECEDENCE = ("bulk", "junk", "list")
 # Headers of the incoming post that outgoing copies do not keep.
 DROPPED_HEADERS = frozenset((
@@ -167,8 +203,13 @@ DROPPED_HEADERS = frozenset((
     "precedence", "mime-version", "content-type", "content-transfer-encoding",
     "content-disposition", "list-id", "list-post", "list-help",
     "list-subscribe", "list-unsubscribe", "list-owner", "list-archive",
-    "x-mlmpipe-thread",
+    "x-mlmpipe-thread", "message-id", "cc",
 ))
+# Fields a message has at most once (RFC 5322 3.6): copies keep the first.
+SINGLE_FIELDS = frozenset(("date", "from", "sender", "reply-to", "bcc", "in-reply-to", "references"))
+# Fields whose value is a list of addresses: rebuilt address by address.
+ADDRESS_FIELDS = frozenset(("from", "sender", "reply-to", "to", "cc", "resent-from", "resent-to",
+                            "resent-cc", "resent-sender"))
 
 
 # Outcomes ###################################################################
@@ -207,8 +248,16 @@ class Temporary(Outcome):
     code = EX_TEMPFAIL
 
 
-def no_such(status, address, what, hint=""):
-    return Refuse("%s <%s>: %s%s" % (status, address, what, hint), EX_NOUSER)
+def no_such(status, what, hint=""):
+    """A permanent "no such list, thread or command" (Postfix names the address before it)."""
+    return Refuse("%s %s%s" % (status, what, hint), EX_NOUSER)
+
+
+def environmental(exc):
+    """Whether an exception is the environment's (a retry can succeed) rather
+    than a message's content or a bug: OS errors and an unavailable database."""
+    return isinstance(exc, OSError) or isinstance(exc, sqlite3.Error) and not isinstance(
+        exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.DataError))
 
 
 def temporary_for(exc, doing):
@@ -247,7 +296,7 @@ def days_since(stamp, t):
 
 
 class Config:
-    """The [mlmpipe] section of the INI file, with SPEC 2 defaults."""
+    """The [mlmpipe] section of the INI file, with the defaults README's Configuration gives."""
 
     def __init__(self, path, values):
         self.path = path
@@ -369,7 +418,7 @@ def split_address(address):
 
 
 def recipient_address(option, env, qmail_prefix=""):
-    """The address the message came to, per SPEC 3.
+    """The address the message came to, per README's Addresses.
 
     >>> recipient_address(None, {"RECIPIENT": "lists-sys-help@x.org"}, "lists-")
     'sys-help@x.org'
@@ -415,8 +464,8 @@ class Command:
 
     @property
     def key(self):
-        """Its row in HANDLERS: "set", "reply", "thread-subscribe", ..."""
-        return self.word if self.thread is None or self.word == "reply" else "thread-" + self.word
+        """Its row in COMMANDS: "set", "thread-reply", "thread-subscribe", ..."""
+        return self.word if self.thread is None else "thread-" + self.word
 
     def __repr__(self):
         return "Command(%r, %r, %r)" % (self.word, self.arg, self.thread)
@@ -441,36 +490,27 @@ def parse_rest(rest):
     if rest == "":
         return Command("post")
     word, _, arg = rest.partition("-")
-    if word in LIST_WORDS:
-        if not _arg_fits(LIST_WORDS[word], arg):
-            return None
-        if word == "set" and arg not in SETTINGS:
-            return None
-        return Command(word, arg)
+    if word != "post" and not word.startswith("thread-") and word in COMMANDS:
+        return Command(word, arg) if COMMANDS[word].fits(arg) else None
     if THREAD_NAME_RE.match(word):
-        if arg == "":
-            return Command("reply", thread=word)
         sub, _, subarg = arg.partition("-")
-        if sub not in THREAD_WORDS or not _arg_fits(THREAD_WORDS[sub], subarg):
+        row = COMMANDS.get("thread-" + (sub or "reply"))
+        if sub == "reply" or row is None or not row.fits(subarg):
             return None
-        if sub == "digest" and subarg not in DIGEST_MODES:
-            return None
-        return Command(sub, subarg, thread=word)
+        return Command(sub or "reply", subarg, thread=word)
     return None
 
 
-def _arg_fits(rule, arg):
-    return {None: arg == "", "arg": arg != "", "optional": True}[rule]
-
-
 def thread_base(text):
-    """Letters and digits of `text` for a thread name, at most 24.
+    """A new thread's name without its number: letters and digits of `text`,
+    at most 24, its own trailing digits dropped, so that the number is the
+    name's whole run of trailing digits (README: Addresses).
 
-    >>> thread_base("Re: AAUW fellowships!")
-    'aauwfellowships'
+    >>> thread_base("Re: AAUW fellowships!"), thread_base("meeting2"), thread_base("2024")
+    ('aauwfellowships', 'meeting', '')
     """
     text = re.sub(r"^(\s*(re|fwd?|aw|sv|wg)\s*:\s*)+", "", text or "", flags=re.I)
-    return "".join(c for c in text.lower() if c.isascii() and c.isalnum())[:24]
+    return "".join(c for c in text.lower() if c.isascii() and c.isalnum())[:24].rstrip("0123456789")
 
 
 def bounce_address(lst, member=None):
@@ -484,45 +524,301 @@ def list_address(lst, rest=""):
     return "%s%s@%s" % (lst["name"], "-" + rest if rest else "", lst["domain"])
 
 
+# Reading mail #################################################################
+# The incoming message is parsed once, by mlmpipe itself, as byte offsets into
+# the raw message: header fields (repaired: README, Broken and hostile mail) and a MIME tree bounded
+# in depth and parts.  Nothing here raises on content, and nothing copies the
+# message: a 10 MB post stays 10 MB in memory (plus what a variant needs).
+
+FIELD_NAME_RE = re.compile(rb"([!-9;-~]+)[ \t]*:")
+
+
+class Field:
+    """One header field: lower-case name, its text (unfolded, 8-bit decoded,
+    controls replaced by spaces) and its original lines."""
+    __slots__ = ("name", "text", "lines")
+
+    def __init__(self, name, text, lines):
+        self.name, self.text, self.lines = name, text, lines
+
+    def clean(self):
+        """The original lines may be copied out: 7-bit, no bare CR or NUL,
+        no line over 998 bytes, no encoded word that decodes to a control."""
+        raw = b"".join(self.lines)
+        return (raw.isascii() and not CONTROL_BYTES_RE.search(raw) and
+                all(len(line) <= 998 for line in self.lines) and
+                not re.search(r"[\x00-\x1f\x7f]", decode_words(field_text(self))))
+
+
+CONTROL_BYTES_RE = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]|\r(?!\n)")
+
+
+def text_of(data):
+    """Bytes as text: UTF-8 when they are, else Latin-1 (which always is)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def read_fields(raw, start=0, end=None):
+    """([Field], offset of the body) of the header block at raw[start:end].
+
+    A line that is neither a field nor a continuation is dropped, so what
+    follows it stays a header, as mlmpipe writes it out again (README: Broken and hostile mail).
+
+    >>> fields, body = read_fields(b"A: 1\\nno colon\\nB: 2\\n  more\\n\\nbody")
+    >>> [(f.name, field_text(f)) for f in fields], body
+    ([('a', '1'), ('b', '2  more')], 27)
+    """
+    end = len(raw) if end is None else end
+    fields, pos = [], start
+    while pos < end:
+        stop = raw.find(b"\n", pos, end)
+        stop = end if stop < 0 else stop + 1
+        line = raw[pos:stop]
+        if line.rstrip(b"\r\n") == b"":
+            return [f for f in fields if f is not None], stop
+        if line[:1] in (b" ", b"\t"):
+            if fields and fields[-1] is not None:
+                fields[-1].lines.append(line)
+        else:
+            match = FIELD_NAME_RE.match(line)
+            fields.append(Field(match.group(1).decode("ascii").lower(), None, [line]) if match else None)
+        pos = stop
+    return [f for f in fields if f is not None], end
+
+
+def field_text(field):
+    """The value of a field as clean text (computed once)."""
+    if field.text is None:
+        value = b"".join(field.lines).partition(b":")[2]
+        field.text = clean_header(text_of(value.replace(b"\r\n", b"\n").replace(b"\n", b"")))
+    return field.text
+
+
+class Part:
+    """One MIME part: offsets into the raw message and its content fields."""
+    __slots__ = ("start", "body", "end", "ctype", "params", "cte", "attachment", "children", "broken")
+
+    def __init__(self, raw, start, end, fields=None, body=None, default="text/plain"):
+        if fields is None:
+            fields, body = read_fields(raw, start, end)
+        content = {f.name: field_text(f) for f in reversed(fields) if f.name.startswith("content-")}
+        ctype, self.params = content_type(content.get("content-type", ""), default)
+        self.start, self.body, self.end, self.ctype = start, body, end, ctype
+        self.cte = content.get("content-transfer-encoding", "").strip().lower()
+        self.attachment = content.get("content-disposition", "").strip().lower().startswith("attachment")
+        self.children, self.broken = [], False
+
+    def payload(self, raw):
+        """The decoded body bytes (base64 and quoted-printable forgiven their errors)."""
+        data = raw[self.body:self.end]
+        if self.cte == "base64":
+            import binascii
+            data = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+            data = data[:len(data) - 1] if len(data) % 4 == 1 else data + b"=" * (-len(data) % 4)
+            return binascii.a2b_base64(data) if data else b""
+        if self.cte == "quoted-printable":
+            import binascii
+            return binascii.a2b_qp(data)
+        return data
+
+    def text(self, raw):
+        return decode_text(self.payload(raw), self.params.get("charset"))
+
+
+PARAM_RE = Pattern(r';\s*([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+UNSAFE_CODECS = frozenset(("idna", "punycode", "undefined", "unicode_escape", "raw_unicode_escape"))
+
+
+def content_type(value, default="text/plain"):
+    """('type/subtype', {param: value}) of a Content-Type value.
+
+    >>> content_type('Multipart/Mixed; boundary="a b"; charset=x')
+    ('multipart/mixed', {'boundary': 'a b', 'charset': 'x'})
+    """
+    head = value.partition(";")[0].strip().lower()
+    if not re.fullmatch(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+", head):
+        head = default
+    params = {}
+    for key, val in PARAM_RE.findall(value[:4096]):
+        val = val.strip()
+        if val[:1] == '"':
+            val = re.sub(r"\\(.)", r"\1", val[1:-1])
+        params.setdefault(key.lower(), val)
+    return head, params
+
+
+def decode_text(data, charset):
+    """Bytes in a declared charset as text; any charset Python cannot, or
+    should not, decode with (idna, undefined, rot13 ...) falls back to UTF-8,
+    else Latin-1."""
+    name = (charset or "").strip().strip("\"'").lower()
+    if name and name not in ("us-ascii", "ascii", "utf-8", "utf8"):
+        try:
+            import codecs
+            info = codecs.lookup(name)
+            if info.name not in UNSAFE_CODECS and getattr(info, "_is_text_encoding", True):
+                return data.decode(info.name, "replace")
+        except Exception:                      # LookupError, UnicodeError, ValueError, ...
+            pass
+    return text_of(data)
+
+
+def mime_tree(raw, fields, body):
+    """The message's MIME tree, parsed without recursion to MAX_DEPTH levels
+    and MAX_PARTS parts; a multipart whose boundary never occurs is `broken`
+    (read as text)."""
+    root = Part(raw, 0, len(raw), fields, body)
+    stack, count = [(root, 0)], 1
+    while stack:
+        part, depth = stack.pop()
+        if not part.ctype.startswith("multipart/") or depth >= MAX_DEPTH or count >= MAX_PARTS:
+            continue
+        spans = split_multipart(raw, part.body, part.end, part.params.get("boundary", ""))
+        if spans is None:
+            part.broken = True
+            continue
+        default = "message/rfc822" if part.ctype == "multipart/digest" else "text/plain"
+        for start, end in spans[:MAX_PARTS - count]:
+            child = Part(raw, start, end, default=default)
+            part.children.append(child)
+            stack.append((child, depth + 1))
+        count += len(part.children)
+    return root
+
+
+def split_multipart(raw, start, end, boundary):
+    """[(start, end)] of the body parts between `--boundary` lines, or None
+    when there is no usable boundary."""
+    if not boundary or len(boundary) > 200:
+        return None
+    delimiter = re.compile(rb"^--" + re.escape(boundary.encode("utf-8", "replace")) + rb"(--)?[ \t]*\r?$", re.M)
+    spans, at = [], None
+    for match in delimiter.finditer(raw, start, end):
+        if at is not None:
+            stop = match.start() - 1                   # the line break belongs to the delimiter
+            spans.append((at, max(at, stop - (raw[stop - 1:stop] == b"\r"))))
+        if match.group(1):
+            return spans
+        at = match.end() + 1 if match.end() < end else end
+    if at is None:
+        return None
+    spans.append((at, end))                            # no close delimiter: the rest is the last part
+    return spans
+
+
+class Mail:
+    """An incoming message, parsed once and never changed."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.fields, self.body_at = read_fields(raw)
+
+    def get(self, name, default=None):
+        """The text of the first field called `name`."""
+        name = name.lower()
+        for field in self.fields:
+            if field.name == name:
+                return field_text(field)
+        return default
+
+    def get_all(self, name):
+        name = name.lower()
+        return [field_text(f) for f in self.fields if f.name == name]
+
+    @functools.cached_property
+    def tree(self):
+        return mime_tree(self.raw, self.fields, self.body_at)
+
+    def addresses(self, name):
+        """The mail addresses in the fields called `name`, lower case, valid ones only."""
+        return [a.lower() for _, a in email.utils.getaddresses(self.get_all(name)[:10]) if valid_address(a)]
+
+    @property
+    def author(self):
+        """The first valid From address, or ''."""
+        found = self.addresses("from")
+        return found[0] if found else ""
+
+    @property
+    def message_id(self):
+        """The Message-ID without <>, or one made from the message's bytes
+        (the same on the MTA's retry)."""
+        match = re.search(r"<([!-;=?-~]{1,250})>", self.get("message-id", ""))
+        if match and "@" in match.group(1):
+            return match.group(1)
+        import hashlib
+        return "%s@mlmpipe.invalid" % hashlib.sha256(self.raw).hexdigest()[:32]
+
+    def references(self):
+        return re.findall(r"<([^<>\s]{1,250})>", " ".join(
+            [self.get("references", ""), self.get("in-reply-to", "")])[:20000])[-50:]
+
+    def subject(self):
+        """The decoded subject, one line, without controls."""
+        return clean_header(decode_words(self.get("subject", "")))
+
+
+def decode_words(value):
+    """RFC 2047 encoded words decoded (controls they hide are the caller's to strip)."""
+    if "=?" not in value:
+        return value
+    import email.header
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except Exception:                         # broken words, unknown charsets: keep the text as it came
+        return value
+
+
 # Database ###################################################################
 # Tables live in schema.sql.  Writes run in BEGIN IMMEDIATE with a busy
 # timeout, because the MTA runs deliveries in parallel.
 
 def open_db(cfg, create=False):
-    """Connect, migrating to SCHEMA_VERSION when the database is older."""
+    """Connect, migrating to schema.sql's version when the database is older."""
     if not create and not os.path.exists(cfg.database):
         raise Temporary("4.3.5 mlmpipe: database %s does not exist; run 'mlmpipe.py init'" % cfg.database)
     db = sqlite3.connect(cfg.database, timeout=cfg.db_timeout, isolation_level=None)
     db.row_factory = sqlite3.Row
-    db.execute("PRAGMA foreign_keys = ON")
     # FULL: a recorded batch survives a power loss too, so the retry never
     # sends it again; it costs 0.6 ms per commit here (make bench --durability).
     db.execute("PRAGMA synchronous = FULL")
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version < SCHEMA_VERSION:
+    version, schema = db.execute("PRAGMA user_version").fetchone()[0], read_schema()
+    if version < schema.version:
         if version == 0 and not create:
             raise Temporary("4.3.5 mlmpipe: database %s is empty; run 'mlmpipe.py init'" % cfg.database)
-        schema, migrations = read_schema()
-        for number, statements in migrations if version else ():
+        for number, statements in schema.migrations if version else ():
             with write(db):                      # one process migrates; the others see it done
                 if db.execute("PRAGMA user_version").fetchone()[0] < number:
                     for statement in statements:
                         db.execute(statement)
                     db.execute("PRAGMA user_version = %d" % number)
-        db.executescript(schema)
-    elif version > SCHEMA_VERSION:
+        db.executescript(schema.script)
+    elif version > schema.version:
         raise Temporary("4.3.5 mlmpipe: database %s is from a newer mlmpipe (version %d)"
                         % (cfg.database, version))
+    db.execute("PRAGMA foreign_keys = ON")      # after migrations: they rebuild tables
     return db
 
 
+class Schema:
+    """schema.sql: the script that makes the tables, its version (the one
+    place it is written), and [(version, [statements that migrate to it])]."""
+
+    def __init__(self, text):
+        self.script, _, migrations = text.partition("\n-- Migrations #")
+        self.version = int(re.search(r"^PRAGMA user_version = (\d+);", self.script, re.M).group(1))
+        blocks = [b.split("\n", 1) for b in re.split(r"\n-- to (?=\d+\n)", migrations)[1:]]
+        self.migrations = [(int(number), [x for x in re.sub(r"--.*", "", text).split(";") if x.strip()])
+                           for number, text in blocks]
+
+
+@functools.lru_cache(maxsize=None)
 def read_schema():
-    """schema.sql: (the script that makes the tables, [(version, [statements that migrate to it])])."""
     with open(os.path.join(HERE, "schema.sql"), encoding="utf-8") as f:
-        schema, _, migrations = f.read().partition("\n-- Migrations #")
-    blocks = [b.split("\n", 1) for b in re.split(r"\n-- to (?=\d+\n)", migrations)[1:]]
-    return schema, [(int(number), [x for x in re.sub(r"--.*", "", text).split(";") if x.strip()])
-                    for number, text in blocks]
+        return Schema(f.read())
 
 
 class write:
@@ -552,10 +848,40 @@ def list_by_name(db, name, domain=None):
 
 
 def list_settings(db, lst):
+    """The list's settings, numbers as ints; a stored value that is not valid
+    (an older release's) counts as the default."""
     settings = dict(LIST_DEFAULTS, subject_prefix="[%s] " % lst["name"])
-    settings.update(db.execute(
-        "SELECT key, value FROM list_settings WHERE list_id = ?", (lst["id"],)).fetchall())
+    for key, value in db.execute("SELECT key, value FROM list_settings WHERE list_id = ?", (lst["id"],)):
+        try:
+            settings[key] = checked_setting(key, value)
+        except ValueError:
+            pass
+    for key in LIST_NUMBERS:
+        settings[key] = int(settings[key])
     return settings
+
+
+HOST_RE = Pattern(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def checked_setting(key, value):
+    """`value` as list setting `key` takes it, or ValueError saying why not."""
+    if key not in LIST_DEFAULTS:
+        raise ValueError("unknown setting %s; the settings are %s" % (key, ", ".join(sorted(LIST_DEFAULTS))))
+    if key in LIST_CHOICES and value not in LIST_CHOICES[key]:
+        raise ValueError("%s must be one of %s" % (key, ", ".join(LIST_CHOICES[key])))
+    if key in LIST_NUMBERS:
+        if not re.fullmatch(r"[0-9]{1,7}", value) or int(value) < LIST_NUMBERS[key]:
+            raise ValueError("%s must be a whole number from %d to 9999999" % (key, LIST_NUMBERS[key]))
+        return int(value)
+    items = [x.strip() for x in value.split(",") if x.strip()]
+    if key == "owners" and (not items or not all(valid_address(o) for o in items)):
+        raise ValueError("owners must be comma-separated mail addresses")
+    if key == "allowed_domains" and not all(HOST_RE.fullmatch(x.lower()) for x in items):
+        raise ValueError("allowed_domains must be comma-separated domain names")
+    if key == "subject_prefix" and (len(value) > 64 or clean_header(value) != value.strip()):
+        raise ValueError("subject_prefix must be one line of at most 64 characters")
+    return ",".join(items) if key in ("owners", "allowed_domains") else value
 
 
 def set_list_setting(db, lst, key, value):
@@ -604,10 +930,15 @@ def thread_of_references(db, lst, message_ids):
 
 
 def create_thread(db, lst, base, subject, parent, originator):
-    """Allocate the list's next thread number and make the thread."""
+    """Allocate the list's next thread number and make the thread, named
+    base + number (a name an older release gave already gets another base)."""
     number = db.execute("SELECT next_thread FROM lists WHERE id = ?", (lst["id"],)).fetchone()[0]
     db.execute("UPDATE lists SET next_thread = ? WHERE id = ?", (number + 1, lst["id"]))
-    name = "%s%d" % (base or "thread", number)
+    base = base or "thread"
+    name = "%s%d" % (base, number)
+    while thread_by_name(db, lst, name) is not None:
+        base += "x"
+        name = "%s%d" % (base, number)
     db.execute("INSERT INTO threads (list_id, number, name, subject, parent_id, originator) "
                "VALUES (?, ?, ?, ?, ?, ?)",
                (lst["id"], number, name, subject, parent["id"] if parent else None, originator))
@@ -634,7 +965,7 @@ def thread_chain(db, thread):
 
 
 def follows_sql(chain):
-    """SQL condition on members m: m follows chain[0] (SPEC 4), with params.
+    """SQL condition on members m: m follows chain[0] (README: Who receives what), with params.
 
     followers(T) = subscribe override on T, or default "all" with no
     unsubscribe override on T among audience(T); audience(top) = everyone,
@@ -688,17 +1019,159 @@ def record_batch(db, message, variant, last_member, note):
     appended to `note`, fsynced, so the retry does not send it again."""
     try:
         with write(db):
-            db.execute("INSERT INTO progress (message, variant, last_member, batches) VALUES (?, ?, ?, 1) "
-                       "ON CONFLICT (message, variant) DO UPDATE SET last_member = excluded.last_member, "
-                       "batches = batches + 1", (message["id"], variant, last_member))
-            db.execute("UPDATE messages SET lease_until = ? WHERE id = ?",
-                       (time.time() + LEASE_SECONDS, message["id"]))
+            db.execute("INSERT INTO progress (message, variant, last_member) VALUES (?, ?, ?) "
+                       "ON CONFLICT (message, variant) DO UPDATE SET last_member = excluded.last_member",
+                       (message["id"], variant, last_member))
+            db.execute("UPDATE messages SET lease_until = ? WHERE id = ?", (now() + LEASE_SECONDS, message["id"]))
     except sqlite3.Error:
         with open(note, "a", encoding="ascii") as f:
             f.write("%s %d\n" % (variant, last_member))
             f.flush()
             os.fsync(f.fileno())
         raise
+
+
+def list_by_id(db, list_id):
+    return db.execute("SELECT * FROM lists WHERE id = ?", (list_id,)).fetchone()
+
+
+def member_by_id(db, member_id):
+    return db.execute("SELECT * FROM members WHERE id = ?", (member_id,)).fetchone()
+
+
+def members_with_status(db, lst, status):
+    return db.execute("SELECT m.*, s.address FROM members m JOIN subscribers s ON s.id = m.subscriber_id "
+                      "WHERE m.list_id = ? AND m.status = ?", (lst["id"], status)).fetchall()
+
+
+def set_member(db, member_id, column, value):
+    assert column in ("preference", "format", "status")
+    db.execute("UPDATE members SET %s = ? WHERE id = ?" % column, (value, member_id))
+
+
+def leave(db, lst, address):
+    db.execute("UPDATE members SET status = 'deleted' WHERE list_id = ? AND subscriber_id = "
+               "(SELECT id FROM subscribers WHERE address = ?)", (lst["id"], address.lower()))
+
+
+def active_threads(db, lst):
+    return db.execute("SELECT * FROM threads WHERE list_id = ? AND status != 'closed' "
+                      "ORDER BY number DESC", (lst["id"],)).fetchall()
+
+
+def catch_up(db, thread):
+    """The thread's later messages (not the first) that were sent."""
+    return db.execute("SELECT * FROM messages WHERE thread_id = ? AND status = 'sent' "
+                      "AND kind = 'reply' ORDER BY id", (thread["id"],)).fetchall()
+
+
+def message_by_id(db, message_row):
+    return db.execute("SELECT * FROM messages WHERE id = ?", (message_row,)).fetchone()
+
+
+def messages_with_status(db, lst, status):
+    return db.execute("SELECT * FROM messages WHERE list_id = ? AND status = ? ORDER BY id",
+                      (lst["id"], status)).fetchall()
+
+
+def insert_message(db, d, status, kind, thread=None, reason=None):
+    """Store an incoming message's row with its plan; returns the row."""
+    kind_, planned, base, parent = d.plan or (kind, thread, None, None)
+    planned = thread or planned
+    row = db.execute(
+        "INSERT INTO messages (list_id, message_id, recipient, author, sender, subject, status, reason, kind, "
+        "thread_id, new_thread, parent_id, received, owner_pid, lease_until) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (d.lst["id"], d.message_id, d.recipient, d.author, d.sender, d.mail.subject(), status, reason, kind,
+         planned["id"] if planned else None, base, parent["id"] if parent else None, utc(now()),
+         os.getpid() if status == "sending" else None,
+         now() + LEASE_SECONDS if status == "sending" else None)).lastrowid
+    return message_by_id(db, row)
+
+
+def count_post(db, thread, message_row, kind):
+    """A thread got a message: count it, and a reply makes it active."""
+    db.execute("UPDATE threads SET messages = messages + 1, last_post = ?, "
+               "status = CASE WHEN status = 'new' AND ? = 'reply' THEN 'active' ELSE status END "
+               "WHERE id = ?", (utc(now()), kind, thread["id"]))
+
+
+def claim_message(db, message_row):
+    """Inside a transaction: this process takes over the distribution of a
+    message in status 'sending' (None if it is not); Temporary while another
+    live process holds it."""
+    row = message_by_id(db, message_row)
+    if row is None or row["status"] != "sending":
+        return None
+    if row["owner_pid"] != os.getpid() and row["lease_until"] and row["lease_until"] > now() \
+            and pid_alive(row["owner_pid"]):
+        raise Temporary("4.2.0 mlmpipe: this message is being distributed by process %d right now; "
+                        "a copy is not sent twice" % row["owner_pid"])
+    db.execute("UPDATE messages SET owner_pid = ?, lease_until = ? WHERE id = ?",
+               (os.getpid(), now() + LEASE_SECONDS, row["id"]))
+    return row
+
+
+def finish_message(db, row):
+    db.execute("UPDATE messages SET status = 'sent', sent = ?, owner_pid = NULL, lease_until = NULL "
+               "WHERE id = ?", (utc(now()), row["id"]))
+
+
+def pid_alive(pid):
+    if not pid or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def handled_message(db, lst, source):
+    return db.execute("SELECT * FROM handled WHERE list_id = ? AND source = ?", (lst["id"], source)).fetchone()
+
+
+def mark_handled(db, lst, source, message, outcome):
+    message = message["id"] if isinstance(message, sqlite3.Row) else message
+    db.execute("INSERT OR REPLACE INTO handled (list_id, source, message, outcome, created) VALUES (?, ?, ?, ?, ?)",
+               (lst["id"], source, message, clean_header(outcome)[:300], now()))
+
+
+def forget_handled(db, lst, source):
+    db.execute("DELETE FROM handled WHERE list_id = ? AND source = ?", (lst["id"], source))
+
+
+def unsent_notices(db, lst, source=None):
+    """Ids of the outbox rows not sent yet: one incoming message's, or all of the list's."""
+    if source is not None:
+        return [r[0] for r in db.execute("SELECT id FROM outbox WHERE list_id = ? AND source = ? AND sent IS NULL "
+                                         "ORDER BY id", (lst["id"], source))]
+    return [r[0] for r in db.execute("SELECT id FROM outbox WHERE list_id = ? AND sent IS NULL ORDER BY id",
+                                     (lst["id"],))]
+
+
+def claim_notice(db, notice):
+    """Inside a transaction: take an unsent outbox row for this process (None
+    when it is sent, or another live process is sending it)."""
+    row = db.execute("SELECT * FROM outbox WHERE id = ?", (notice,)).fetchone()
+    if row is None or row["sent"] is not None:
+        return None
+    if row["owner_pid"] not in (None, os.getpid()) and (row["lease_until"] or 0) > now() \
+            and pid_alive(row["owner_pid"]):
+        return None
+    db.execute("UPDATE outbox SET owner_pid = ?, lease_until = ? WHERE id = ?",
+               (os.getpid(), now() + LEASE_SECONDS, notice))
+    return row
+
+
+def recent_confirmation(db, lst, address, expiring_after):
+    """An unanswered confirmation for `address` asked since then (tokens
+    expire TOKEN_DAYS after they are made)."""
+    return db.execute("SELECT 1 FROM tokens WHERE list_id = ? AND address = ? AND purpose IN "
+                      "('subscribe', 'unsubscribe') AND expires > ? AND used_by IS NULL",
+                      (lst["id"], address, expiring_after)).fetchone() is not None
 
 
 def new_token(db, cfg, lst, purpose, message=None, address=None):
@@ -717,10 +1190,8 @@ def token_tag(cfg, lst, purpose, nonce):
     return hmac.new(cfg.secret.encode(), key, hashlib.sha256).hexdigest()[:TOKEN_BYTES * 2]
 
 
-def take_token(db, cfg, lst, purpose, token, used_by):
-    """The token's row when it is valid; it is used up by `used_by` (a
-    Message-ID), which alone may take it again: the MTA's retry of a message
-    whose answer could not be sent must find the same token."""
+def peek_token(db, cfg, lst, purpose, token):
+    """The token's row when it is genuine and unexpired, without using it."""
     token = (token or "").lower()
     nonce, tag = token[:TOKEN_BYTES * 2], token[TOKEN_BYTES * 2:]
     import hmac
@@ -728,20 +1199,27 @@ def take_token(db, cfg, lst, purpose, token, used_by):
         return None
     row = db.execute("SELECT * FROM tokens WHERE nonce = ? AND list_id = ? AND purpose = ?",
                      (nonce, lst["id"], purpose)).fetchone()
-    if row is None or row["expires"] < now() or row["used_by"] not in (None, used_by):
+    return row if row is not None and row["expires"] >= now() else None
+
+
+def take_token(db, cfg, lst, purpose, token, used_by):
+    """The token's row when it is valid; it is used up by `used_by` (a
+    Message-ID), which alone may take it again."""
+    row = peek_token(db, cfg, lst, purpose, token)
+    if row is None or row["used_by"] not in (None, used_by):
         return None
-    db.execute("UPDATE tokens SET used_by = ? WHERE nonce = ?", (used_by, nonce))
+    db.execute("UPDATE tokens SET used_by = ? WHERE nonce = ?", (used_by, row["nonce"]))
     return row
 
 
 # Rules ######################################################################
-# SPEC 5.1's checks, in its order: each returns a reason (it applies) or None,
-# and RULES says what its "yes" leads to.  Adding a rule is one function and
-# one row.
+# The checks of README's Who receives what, in its order: each returns a reason (it applies) or None,
+# and RULES says what its "yes" leads to, with the sentence a refusal gives
+# the sender.  Adding a rule is one function and one row.
 
 def rule_loop(d):
     list_id = "<%s.%s>" % (d.lst["name"], d.lst["domain"])
-    if any(list_id in (v or "").lower() for v in d.msg.get_all("List-Id", [])):
+    if any(list_id in v.lower() for v in d.mail.get_all("list-id")):
         return "loop: the message already went through %s" % list_id
 
 
@@ -750,30 +1228,30 @@ def rule_duplicate(d):
         return "duplicate of message %d (%s)" % (d.existing["id"], d.existing["status"])
 
 
-def rule_too_big(d):
-    if d.oversize:
-        return "over max_message_kb (%d KB)" % d.cfg.max_message_kb
-
-
 def rule_spam(d):
-    if (d.msg.get("X-Spam-Flag") or "").strip().upper() == "YES":
+    if d.mail.get("x-spam-flag", "").strip().upper() == "YES":
         return "marked as spam (X-Spam-Flag: YES)"
 
 
 def rule_automated(d):
-    return automated_reason(d.msg, d.sender)
+    return automated_reason(d.mail, d.sender)
 
 
-def automated_reason(msg, sender=None):
-    """Why a message is automated (SPEC 5.1), or None; sender None: not checked."""
-    auto = (msg.get("Auto-Submitted") or "no").strip().lower()
+def automated_reason(mail, sender=None):
+    """Why a message is automated (README: Who receives what), or None; sender None: not checked."""
+    auto = str(mail.get("auto-submitted") or "no").strip().lower()
     if auto.split(";")[0].strip() != "no":
-        return "automated message (Auto-Submitted: %s)" % clean_header(auto)
-    precedence = (msg.get("Precedence") or "").strip().lower()
+        return "automated message (Auto-Submitted: %s)" % clean_header(auto)[:80]
+    precedence = str(mail.get("precedence") or "").strip().lower()
     if precedence in AUTOMATED_PRECEDENCE:
         return "automated message (Precedence: %s)" % precedence
     if sender == "":
         return "automated message (empty envelope sender)"
+
+
+def rule_no_author(d):
+    if not valid_address(d.author):
+        return "no usable author address (no valid From, nor envelope sender)"
 
 
 def rule_post_policy(d):
@@ -788,9 +1266,9 @@ def rule_post_policy(d):
 
 
 def rule_post_size(d):
-    limit = int(d.settings["max_post_kb"])
-    if len(d.raw) > limit * 1024:
-        return "larger than max_post_kb (%d KB > %d KB)" % (len(d.raw) // 1024, limit)
+    limit = d.settings["max_post_kb"]
+    if len(d.mail.raw) > limit * 1024:
+        return "larger than max_post_kb (%d KB > %d KB)" % (len(d.mail.raw) // 1024, limit)
 
 
 def rule_thread_closed(d):
@@ -800,14 +1278,15 @@ def rule_thread_closed(d):
 
 
 RULES = (
-    (rule_loop, "discard"),
-    (rule_duplicate, "discard"),
-    (rule_too_big, "refuse"),
-    (rule_spam, "spam_action"),
-    (rule_automated, "hold"),
-    (rule_post_policy, "hold"),
-    (rule_post_size, "hold"),
-    (rule_thread_closed, "return"),
+    # rule, what its "yes" does, the sentence of a refusal ({reason}, {new}: L-new's address)
+    (rule_loop, "discard", None),
+    (rule_duplicate, "discard", None),
+    (rule_spam, "spam_action", None),
+    (rule_automated, "hold", None),
+    (rule_no_author, "hold", None),
+    (rule_post_policy, "hold", None),
+    (rule_post_size, "hold", None),
+    (rule_thread_closed, "refuse", "5.7.1 {reason}; start a new thread by writing to {new}"),
 )
 
 
@@ -817,7 +1296,7 @@ def apply_rules(d):
     Discards and refusals are raised; a hold is returned as its reason so
     the caller stores it in the same transaction.
     """
-    for rule, action in RULES:
+    for rule, action, sentence in RULES:
         reason = rule(d)
         if reason is None:
             continue
@@ -826,18 +1305,22 @@ def apply_rules(d):
         if action == "discard":
             raise Discard(reason)
         if action == "refuse":
-            raise Refuse("5.3.4 <%s>: message too large for list %s (limit %d KB)"
-                         % (d.recipient, d.lst["name"], d.cfg.max_message_kb), EX_NOPERM)
-        if action == "return":
-            raise Refuse("5.7.1 <%s>: %s; start a new thread by writing to %s"
-                         % (d.recipient, reason, list_address(d.lst, "new")), EX_NOPERM)
+            raise Refuse(sentence.format(reason=reason, new=list_address(d.lst, "new")), EX_NOPERM)
         return reason
     return None
 
 
 # Rendering ##################################################################
-# An accepted post is rendered once per variant: format (text, html, both) x
-# footer (follower, other).
+# Before the lock, an accepted post's readable text is converted once (HTML to
+# text, text to HTML) and stored.  After the commit, the distribution builds
+# each of its variants -- format (text, html, both) x footer (follower,
+# other) -- from the stored message: the header block rebuilt from the parsed
+# fields, the text and HTML with their footer, and attachments as the bytes
+# they came as.
+
+class ContentError(Exception):
+    """The message's content cannot be made readable: it is quarantined."""
+
 
 class Body:
     """The readable part of a message and what travels beside it."""
@@ -845,53 +1328,65 @@ class Body:
     def __init__(self, text=None, html=None, attachments=(), opaque=False):
         self.text = text              # str or None
         self.html = html              # str or None
-        self.attachments = list(attachments)
+        self.attachments = list(attachments)   # Parts, sent as they came
         self.opaque = opaque          # signed, encrypted or not text: kept whole
 
 
-def part_text(part):
-    payload = part.get_payload(decode=True) or b""
-    try:
-        return payload.decode(part.get_content_charset() or "utf-8", "replace")
-    except LookupError:
-        return payload.decode("utf-8", "replace")
+READABLE = ("text/plain", "text/html", "multipart/alternative")
 
 
-def is_attachment(part):
-    return (part.get("Content-Disposition") or "").strip().lower().startswith("attachment")
-
-
-def analyse(msg):
-    """Split a parsed message into text, HTML and attachments."""
-    ctype = msg.get_content_type()
-    if ctype in ("text/plain", "text/html") and not is_attachment(msg):
-        return _readable(msg, Body())
-    if ctype == "multipart/alternative":
-        return _readable(msg, Body())
-    if ctype == "multipart/mixed":
-        parts = msg.get_payload()
-        first = parts[0] if parts else None
-        if first is not None and not is_attachment(first) and first.get_content_type() in (
-                "text/plain", "text/html", "multipart/alternative"):
-            return _readable(first, Body(attachments=parts[1:]))
-        return Body(text="", attachments=parts)
+def analyse(mail):
+    """Split a message into text, HTML and attachments (README: Who receives what)."""
+    root, raw = mail.tree, mail.raw
+    if root.broken or (root.ctype in ("text/plain", "text/html") and not root.attachment):
+        return _readable(root, raw, Body())
+    if root.ctype == "multipart/alternative":
+        return _readable(root, raw, Body())
+    if root.ctype == "multipart/mixed" and root.children:
+        first = root.children[0]
+        if not first.attachment and (first.ctype in READABLE or first.broken):
+            return _readable(first, raw, Body(attachments=root.children[1:]))
+        return Body(text="", attachments=root.children)
+    if root.ctype == "multipart/mixed":
+        return Body(text="")
     return Body(opaque=True)
 
 
-def _readable(part, body):
-    ctype = part.get_content_type()
-    if ctype == "text/plain":
-        body.text = part_text(part)
-    elif ctype == "text/html":
-        body.html = part_text(part)
+def _readable(part, raw, body):
+    if part.broken or part.ctype == "text/plain":
+        body.text = part.text(raw)
+    elif part.ctype == "text/html":
+        body.html = part.text(raw)
     else:
-        for sub in part.walk():
-            sub_type = sub.get_content_type()
-            if sub_type == "text/plain" and body.text is None:
-                body.text = part_text(sub)
-            elif sub_type == "text/html" and body.html is None:
-                body.html = part_text(sub)
+        stack = list(reversed(part.children))
+        while stack and (body.text is None or body.html is None):
+            sub = stack.pop()
+            if sub.ctype == "text/plain" and body.text is None and not sub.attachment:
+                body.text = sub.text(raw)
+            elif sub.ctype == "text/html" and body.html is None and not sub.attachment:
+                body.html = sub.text(raw)
+            stack.extend(reversed(sub.children))
     return body
+
+
+class Rendering:
+    """The text and HTML every variant is made of, as stored in the archive."""
+
+    def __init__(self, text, html):
+        self.text, self.html = text, html
+
+
+def render(mail):
+    """Rendering of a message; ContentError when it cannot be read, or when
+    it would grow past RENDER_GROWTH times the message (README: Broken and hostile mail)."""
+    body = analyse(mail)
+    text = body.text if body.text is not None else (
+        html_to_text(body.html) if body.html is not None else "")
+    html = body.html if body.html is not None else text_to_html(text)
+    if len(text) + len(html) > RENDER_GROWTH * len(mail.raw) + 65536:
+        raise ContentError("its text and HTML would grow to %d KB from a %d KB message"
+                           % ((len(text) + len(html)) // 1024, len(mail.raw) // 1024))
+    return Rendering(text, html)
 
 
 URL_RE = Pattern(r"\b(?:(?:https?|ftp)://|mailto:)[^\s<>\"]*[^\s<>\".,;:!?)\]']")
@@ -913,17 +1408,75 @@ def text_to_html(text):
     return "<html><body>\n%s\n</body></html>\n" % "\n".join(out)
 
 
+class OutOfTime(Exception):
+    """html2text ran past HTML_SECONDS."""
+
+
 def html_to_text(markup):
-    import html2text
-    converter = html2text.HTML2Text()
-    converter.body_width = 0
-    return converter.handle(markup)
+    """HTML as text: html2text within HTML_SECONDS and HTML_GROWTH, else the
+    plain converter, which is linear whatever the HTML (README: Broken and hostile mail)."""
+    import signal
+
+    def out_of_time(signum, frame):
+        raise OutOfTime()
+    previous = signal.signal(signal.SIGALRM, out_of_time)
+    signal.setitimer(signal.ITIMER_REAL, HTML_SECONDS)
+    try:
+        import html2text
+        converter = html2text.HTML2Text()
+        converter.body_width = 0
+        text = converter.handle(markup)
+    except Exception:                           # OutOfTime, or html.parser's own failures
+        text = None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    if text is None or len(text) > HTML_GROWTH * len(markup) + 4096:
+        return plain_text_of_html(markup)
+    return text
 
 
-def footers(d, follower):
-    """(text, html) footer for a follower or a non-follower of d.thread."""
+BLOCK_TAGS = frozenset(("p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6",
+                        "blockquote", "pre", "table", "ul", "ol", "hr", "dd", "dt"))
+
+
+def plain_text_of_html(markup):
+    """The text of HTML by one left-to-right scan: tags dropped (block tags
+    make line breaks), script and style skipped, entities decoded.
+
+    >>> plain_text_of_html("<p>a &amp; b<script>x</script></p>c<br>d < e")
+    'a & b\\n\\nc\\nd < e\\n'
+    """
     import html
-    name, lst = d.thread["name"], d.lst
+    out, pos, n = [], 0, len(markup)
+    lower = markup.lower()
+    while pos < n:
+        lt = markup.find("<", pos)
+        if lt < 0:
+            out.append(markup[pos:])
+            break
+        out.append(markup[pos:lt])
+        gt = markup.find(">", lt)
+        if gt < 0:                              # no tag closes any more: the rest is text
+            out.append(markup[lt:])
+            break
+        name = re.match(r"/?([a-z0-9]*)", lower[lt + 1:lt + 12]).group(1)
+        if name in ("script", "style") and lower[lt + 1:lt + 2] != "/":
+            end = lower.find("</" + name, gt)
+            pos = n if end < 0 else end
+            continue
+        if name in BLOCK_TAGS:
+            out.append("\n\n" if name == "p" or lower[lt + 1:lt + 2] == "/" and name != "li" else "\n")
+        pos = gt + 1
+    text = html.unescape("".join(out)).replace("\r", "").replace("\x00", "")
+    lines = [re.sub(r"[ \t\f\v\xa0]+", " ", line).strip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
+
+
+def footers(lst, thread, follower):
+    """(text, html) footer for a follower or a non-follower of the thread."""
+    import html
+    name = thread["name"]
     if follower:
         what = "You follow the thread %s on %s. To stop following it, write to" % (name, lst["name"])
         command = list_address(lst, name + "-unsubscribe")
@@ -942,32 +1495,35 @@ def footers(d, follower):
     return text, markup
 
 
-def mime_text(text, subtype):
-    from email.mime.text import MIMEText
-    if text.isascii():
-        part = MIMEText(text, subtype, "us-ascii")
-    else:
-        import email.charset
-        charset = email.charset.Charset("utf-8")
-        charset.body_encoding = email.charset.QP
-        part = MIMEText(text, subtype, charset)
-    del part["MIME-Version"]
-    return part
+def text_part(text, subtype):
+    """A text/SUBTYPE part, headers and body, as bytes: 7-bit when it can be,
+    else UTF-8 in quoted-printable (base64 when that is shorter)."""
+    if text.isascii() and "\r" not in text and max(map(len, text.split("\n"))) <= 998:
+        return (b'Content-Type: text/%s; charset="us-ascii"\nContent-Transfer-Encoding: 7bit\n\n'
+                % subtype.encode()) + text.encode("ascii")
+    import binascii
+    data = text.encode("utf-8", "replace")
+    encoded, cte = binascii.b2a_qp(data).replace(b"\r\n", b"\n"), b"quoted-printable"
+    if len(encoded) > len(data) * 11 // 5:
+        import base64
+        encoded, cte = base64.encodebytes(data), b"base64"
+    return b'Content-Type: text/%s; charset="utf-8"\nContent-Transfer-Encoding: %s\n\n%s' % (
+        subtype.encode(), cte, encoded)
 
 
-def multipart(subtype, parts):
-    from email.mime.multipart import MIMEMultipart
-    part = MIMEMultipart(subtype, _subparts=parts)
-    del part["MIME-Version"]
-    return part
-
-
-def flatten(part):
-    import io
-    from email.generator import BytesGenerator
-    out = io.BytesIO()
-    BytesGenerator(out, mangle_from_=False, maxheaderlen=0).flatten(part)
-    return out.getvalue()
+def multipart_bytes(subtype, parts, head=b""):
+    """`head` and a multipart/SUBTYPE of parts, each given as bytes or as a
+    list of bytes-like pieces (memoryviews of the raw message: no copies),
+    joined once."""
+    boundary = ("mlmpipe-" + os.urandom(12).hex()).encode()
+    out = [head, b'Content-Type: multipart/%s; boundary="%s"\n\n' % (subtype.encode(), boundary)]
+    for part in parts:
+        pieces = [part] if isinstance(part, bytes) else part
+        out += [b"--", boundary, b"\n"] + pieces
+        if pieces and bytes(pieces[-1][-1:]) != b"\n":
+            out.append(b"\n")
+    out += [b"--", boundary, b"--\n"]
+    return b"".join(out)
 
 
 def with_footer_html(markup, footer):
@@ -977,103 +1533,109 @@ def with_footer_html(markup, footer):
 
 def body_part(text, markup, fmt):
     if fmt == "text":
-        return mime_text(text, "plain")
+        return text_part(text, "plain")
     if fmt == "html":
-        return mime_text(markup, "html")
-    return multipart("alternative", [mime_text(text, "plain"), mime_text(markup, "html")])
+        return text_part(markup, "html")
+    return multipart_bytes("alternative", [text_part(text, "plain"), text_part(markup, "html")])
 
 
-def render_body(d, fmt, follower):
-    """The MIME body (with its Content-* headers) of one variant."""
-    foot_text, foot_html = footers(d, follower)
-    if d.body.opaque:
-        return opaque_with_footer(d.raw, body_part(foot_text, "<html><body>\n%s</body></html>\n" % foot_html, fmt))
-    text = d.text.rstrip("\n") + "\n\n" + foot_text if d.text.strip() else foot_text
-    part = body_part(text, with_footer_html(d.html, foot_html), fmt)
-    if d.body.attachments:
-        part = multipart("mixed", [part] + d.body.attachments)
-    return flatten(part)
+def render_variant(mail, body, rendering, fmt, footer, head=b""):
+    """`head` and the MIME body (with its Content-* fields) of one variant,
+    as bytes; attachments and opaque bodies are copied once, as they came."""
+    foot_text, foot_html = footer
+    raw = memoryview(mail.raw)
+    if body.opaque:
+        return opaque_with_footer(mail, body_part(foot_text, "<html><body>\n%s</body></html>\n" % foot_html, fmt),
+                                  head)
+    text = rendering.text.rstrip("\n") + "\n\n" + foot_text if rendering.text.strip() else foot_text
+    part = body_part(text, with_footer_html(rendering.html, foot_html), fmt)
+    if body.attachments:
+        return multipart_bytes("mixed", [part] + [[raw[a.start:a.end]] for a in body.attachments], head)
+    return head + part
 
 
-def opaque_with_footer(raw, footer):
-    """multipart/mixed of the original body, byte for byte, and the footer."""
-    fields, body = header_fields(raw)
-    content = b"".join(f for name, f in fields if name.startswith("content-"))
-    if not content:
-        content = b"Content-Type: text/plain\n"
-    boundary = "mlmpipe-" + os.urandom(12).hex()
-    return b"".join([
-        b'Content-Type: multipart/mixed; boundary="%s"\n\n' % boundary.encode(),
-        b"--%s\n" % boundary.encode(), content, b"\n", body.rstrip(b"\n"), b"\n",
-        b"--%s\n" % boundary.encode(), flatten(footer),
-        b"\n--%s--\n" % boundary.encode()])
+def opaque_with_footer(mail, footer, head=b""):
+    """`head` and a multipart/mixed of the original body, byte for byte, and the footer part."""
+    content = b"".join(header_line(f) for f in mail.fields if f.name.startswith("content-"))
+    return multipart_bytes("mixed", [[content or b"Content-Type: text/plain\n", b"\n",
+                                      memoryview(mail.raw)[mail.body_at:]], footer], head)
 
 
-def header_fields(raw):
-    """[(lower-case name, field bytes with its folded lines)], body bytes."""
-    if raw.startswith(b"\n"):
-        return [], raw[1:]
-    head, _, body = raw.partition(b"\n\n")
-    fields = []
-    for line in head.split(b"\n"):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1][1] += line + b"\n"
-        else:
-            fields.append([line.partition(b":")[0].strip().lower().decode("ascii", "replace"), line + b"\n"])
-    return fields, body
+def header_line(field):
+    """A field of the incoming message as it may go out: its own lines when
+    they are clean, else rebuilt from its text (README: Broken and hostile mail)."""
+    if field.clean():
+        return b"".join(line.rstrip(b"\r\n") + b"\n" for line in field.lines)
+    name = b"".join(field.lines).partition(b":")[0].strip().decode("ascii")
+    text = field_text(field)
+    if field.name in ADDRESS_FIELDS:
+        text = ", ".join(format_address(n, a) for n, a in email.utils.getaddresses([text]) if a)
+    elif "=?" in text:
+        text = decode_words(text)
+    return header_block([(name, text)])
 
 
-def decoded_header(value):
-    import email.header
-    try:
-        return clean_header(str(email.header.make_header(email.header.decode_header(value or ""))))
-    except (LookupError, ValueError, UnicodeError):
-        return clean_header(value)
+def format_address(name, address):
+    """'Name <address>' with the name RFC 2047-encoded as needed; an address
+    that is not ASCII (it would need SMTPUTF8) is kept readable in the name.
+
+    >>> format_address("Zoë", "zoe@x.org"), format_address("", "zoë@x.org")
+    ('=?utf-8?q?Zo=C3=AB?= <zoe@x.org>', '=?utf-8?b?em/Dq0B4Lm9yZw==?= <unknown@mlmpipe.invalid>')
+    """
+    name = clean_header(decode_words(name))
+    if not address.isascii():
+        name, address = clean_header("%s %s" % (name, address)), "unknown@mlmpipe.invalid"
+    return email.utils.formataddr((name, clean_header(address)), "utf-8")
 
 
-def rewrite_addresses(value, d):
+def rewrite_addresses(value, lst, thread):
     """The To or Cc value with this list's addresses turned into the thread's."""
     pairs = email.utils.getaddresses([value])
-    target = list_address(d.lst, d.thread["name"])
+    target = list_address(lst, thread["name"])
     out, replaced = [], False
     for name, address in pairs:
         local, domain = split_address(address)
-        if domain == d.lst["domain"] and match_list(local, [d.lst["name"]])[0]:
+        if domain == lst["domain"] and match_list(local, [lst["name"]])[0]:
             replaced = True
             if target in (a for _, a in out):
                 continue
             name, address = "", target
         if address:
             out.append((name, address))
-    return ", ".join(email.utils.formataddr(p) for p in out), replaced
+    return ", ".join(format_address(n, a) for n, a in out), replaced
 
 
-def subject_prefix(d):
+def subject_prefix(lst, settings):
     """The list's subject prefix with LIST filled in, e.g. "[systers]"."""
-    return clean_header(d.settings["subject_prefix"]).replace("LIST", d.lst["name"])
+    return clean_header(settings["subject_prefix"]).replace("LIST", lst["name"])
 
 
-def outgoing_headers(d):
-    """The header block every copy shares (SPEC 5.1), ending before Content-*."""
-    fields, _ = header_fields(d.raw)
-    kept = [f for name, f in fields if name not in DROPPED_HEADERS and name != "cc"]
-    lst, thread = d.lst, d.thread
-    to, in_to = rewrite_addresses(d.msg.get("To") or "", d)
-    cc, in_cc = rewrite_addresses(d.msg.get("Cc") or "", d)
+def outgoing_headers(mail, lst, settings, thread, message_id, author):
+    """The header block every copy shares (README: Who receives what; Broken and hostile mail), ending before
+    Content-*: the author's fields repaired, ours added, one Message-ID."""
+    seen, kept = set(), []
+    has_from = bool(mail.addresses("from"))
+    for field in mail.fields:
+        if field.name in DROPPED_HEADERS or field.name in seen or field.name == "from" and not has_from:
+            continue
+        if field.name in SINGLE_FIELDS:
+            seen.add(field.name)
+        kept.append(header_line(field))
+    to, in_to = rewrite_addresses(", ".join(mail.get_all("to")), lst, thread)
+    cc, in_cc = rewrite_addresses(", ".join(mail.get_all("cc")), lst, thread)
     if not in_to and not in_cc:
         to = ", ".join(x for x in (to, list_address(lst, thread["name"])) if x)
-    subject = d.msg.get("Subject") or ""
-    prefix = subject_prefix(d)
-    if prefix and prefix.lower() not in decoded_header(subject).lower():
-        subject = prefix + " " + subject.strip()
-    added = [("To", to), ("Subject", subject)]
-    if cc:
-        added.append(("Cc", cc))
-    if not d.msg.get("Message-ID"):
-        added.append(("Message-ID", "<%s>" % d.message_id))
-    if not d.msg.get("Date"):
+    subject = mail.subject()
+    prefix = subject_prefix(lst, settings)
+    if prefix and prefix.lower() not in subject.lower():
+        subject = prefix + " " + subject
+    added = [("To", to), ("Subject", subject)] + ([("Cc", cc)] if cc else [])
+    if not has_from:
+        added.append(("From", author if valid_address(author) else list_address(lst, "owner")))
+    if mail.get("date") is None:
         added.append(("Date", email.utils.formatdate(localtime=True)))
     added += [
+        ("Message-ID", "<%s>" % message_id),
         ("List-Id", "<%s.%s>" % (lst["name"], lst["domain"])),
         ("List-Post", "<mailto:%s>" % list_address(lst, thread["name"])),
         ("List-Help", "<mailto:%s>" % list_address(lst, "help")),
@@ -1083,10 +1645,7 @@ def outgoing_headers(d):
         ("X-Mlmpipe-Thread", thread["name"]),
         ("MIME-Version", "1.0"),
     ]
-    lines = [("%s: %s\n" % (k, v.replace("\r", "").replace("\n", "\n "))).encode("utf-8", "surrogateescape")
-             if k in ("To", "Cc", "Subject") else ("%s: %s\n" % (k, clean_header(v))).encode()
-             for k, v in added]
-    return b"".join(kept) + b"".join(lines)
+    return b"".join(kept) + header_block(added)
 
 
 # Sendmail & VERP ############################################################
@@ -1149,27 +1708,30 @@ def dies_with_us():
     return hook
 
 
-def send_notice(d, to, subject, text, attach=None, reply_to=None, envelope=None):
-    """A reply from the list itself (SPEC 5.7): auto-replied, from L-bounces."""
-    lst = d.lst
-    original = clean_header(d.msg.get("Message-ID") if getattr(d, "msg", None) is not None else "")
-    fields = [("From", "%s list <%s>" % (lst["name"], list_address(lst, "help"))), ("To", to),
-              ("Subject", subject), ("Date", email.utils.formatdate(localtime=True)),
+def notice_bytes(cfg, db, lst, row):
+    """A notice from the list itself (README: Addresses), built from its outbox row:
+    auto-replied, with a catch-up digest attached or inlined when it has one."""
+    fields = [("From", "%s list <%s>" % (lst["name"], list_address(lst, "help"))), ("To", row["recipient"]),
+              ("Subject", row["subject"]), ("Date", email.utils.formatdate(localtime=True)),
               ("Message-ID", email.utils.make_msgid("mlmpipe", lst["domain"]))]
-    fields += [("In-Reply-To", original), ("References", original)] if original else []
-    fields += [("Reply-To", reply_to)] if reply_to else []
+    fields += [("In-Reply-To", "<%s>" % row["in_reply_to"]), ("References", "<%s>" % row["in_reply_to"])] \
+        if row["in_reply_to"] else []
+    fields += [("Reply-To", row["reply_to"])] if row["reply_to"] else []
     fields += [("Auto-Submitted", "auto-replied"), ("List-Id", "<%s.%s>" % (lst["name"], lst["domain"])),
                ("MIME-Version", "1.0")]
-    if attach is None:                          # the usual short answer: no MIME classes needed
-        data = header_block(fields) + plain_body(text)
-    else:                                       # its Content-* fields and body follow our header lines
-        data = header_block(fields) + flatten(multipart("mixed", [mime_text(text, "plain"), attach]))
-    run_sendmail(d.cfg, ["-f", envelope or bounce_address(lst)], [to], data)
+    text, (style, _, ids) = row["body"], (row["digest"] or "").partition(":")
+    messages = [db.execute("SELECT * FROM messages WHERE id = ?", (int(i),)).fetchone() for i in ids.split(",") if i]
+    messages = [m for m in messages if m is not None]
+    if style == "text" and messages:
+        text += digest_text(cfg, messages)
+    if style == "mime" and messages:
+        return header_block(fields) + multipart_bytes("mixed", [text_part(text, "plain"), digest_mime(cfg, messages)])
+    return header_block(fields) + text_part(text, "plain")
 
 
 def header_block(fields):
-    """Header lines of our own message: CR/LF stripped; a non-ASCII or long
-    value RFC 2047-encoded and folded."""
+    """Header lines of our own: CR/LF stripped; a non-ASCII or long value
+    RFC 2047-encoded and folded."""
     out = []
     for name, value in fields:
         value = clean_header(value)
@@ -1181,40 +1743,34 @@ def header_block(fields):
     return "".join(out).encode("ascii")
 
 
-def plain_body(text):
-    """Content-* fields, a blank line and the body of a text/plain answer."""
-    if text.isascii() and max(map(len, text.split("\n"))) <= 998:
-        return b'Content-Type: text/plain; charset="us-ascii"\nContent-Transfer-Encoding: 7bit\n\n' + text.encode()
-    import quopri
-    return (b'Content-Type: text/plain; charset="utf-8"\nContent-Transfer-Encoding: quoted-printable\n\n'
-            + quopri.encodestring(text.encode("utf-8")))
-
-
 # The pipeline (deliver) #####################################################
-# deliver() reads the message, finds the list and the command, and hands a
-# Delivery to the command's handler.  A post is: claim or check -> store ->
-# distribute -> finish.
+# deliver() reads the message, finds the list and the command word, and
+# handles it in three steps (handle): prepare outside the lock (rendering,
+# archive spool, parsing a report), decide in one transaction that also
+# records the message as handled and queues every answer in the outbox, then,
+# after the commit, send the outbox and distribute what was decided.  The
+# MTA's retry of a handled message only finishes those last two.
 
 class Delivery:
     """One incoming message and what the pipeline learns about it."""
 
-    def __init__(self, cfg, db, log, raw, oversize, recipient, sender):
+    def __init__(self, cfg, db, log, mail, recipient, sender):
         self.cfg, self.db, self.log = cfg, db, log
-        self.raw, self.oversize = raw, oversize
-        self.recipient, self.sender = recipient, sender
-        self.msg = email.message_from_bytes(raw)
-        self.author = email.utils.parseaddr(self.msg.get("From") or "")[1] or sender
-        self.message_id = email.utils.parseaddr(self.msg.get("Message-ID") or "")[1]
-        if not self.message_id:               # the same bytes get the same made-up id on a retry
-            import hashlib
-            self.message_id = "%s@mlmpipe.invalid" % hashlib.sha256(raw).hexdigest()[:32]
-        self.lst = self.settings = self.command = self.member = None
-        self.thread = self.parent = self.existing = self.stored = None
-        self.new_thread = None    # (base, parent) of a thread to create
-        self.kind = "post"
-        self.body = self.text = self.html = None
-        self.recipients = self.batches = 0
+        self.mail, self.recipient, self.sender = mail, recipient, sender
+        self.author = mail.author or (sender.lower() if valid_address(sender) else "")
+        self.message_id = mail.message_id
+        self.source = "%s %s" % (recipient.lower(), self.message_id)   # what the MTA's retry finds again
+        self.lst = self.settings = self.command = self.word = self.member = None
+        self.thread = self.parent = self.existing = None
+        self.plan = None           # ("first", None, base, parent) or ("reply", thread, None, None)
+        self.rendering = self.error = None
+        self.report = None         # what a bounce report says: (kind, failed addresses)
+        self.spool = None          # archive files written before the lock
+        self.stored = None         # the messages row this delivery stored
+        self.distribute = None     # the messages row to distribute after the commit
+        self.redeliver = None      # an approved quarantined command, handled again after the commit
         self.outcome = "done"      # what the log line says happened
+        self.sent = (0, 0)         # recipients, batches
 
 
 def read_message(stdin, max_kb):
@@ -1234,173 +1790,280 @@ def read_message(stdin, max_kb):
 
 
 def deliver(cfg, log, stdin, env, recipient=None, sender=None):
-    """Handle one message from the MTA; raise an Outcome or return None (sent)."""
+    """Handle one message from the MTA; raise an Outcome or return None (done)."""
     started = time.time()
-    recipient = recipient_address(recipient, env, cfg.qmail_prefix).strip().strip("<>")
+    recipient = clean_header(recipient_address(recipient, env, cfg.qmail_prefix)).strip("<>")
     if not recipient:
         raise Temporary("4.3.5 mlmpipe: no recipient address (give --recipient, or run it from "
                         "Postfix or qmail, which set ORIGINAL_RECIPIENT or RECIPIENT)")
-    sender = (env.get("SENDER", "") if sender is None else sender).strip().strip("<>")
+    sender = clean_header(env.get("SENDER", "") if sender is None else sender).strip("<>")
     os.umask(0o077)
     try:
         os.chdir(cfg.archive)
     except OSError as exc:
         raise temporary_for(exc, "entering the archive %s (run 'mlmpipe.py init')" % cfg.archive)
     raw, oversize = read_message(stdin, cfg.max_message_kb)
-    if not re.match(rb"[!-9;-~]+:", raw):
-        raise Refuse("5.6.0 <%s>: the message is empty or has no header" % recipient, EX_DATAERR)
+    if oversize:
+        raise Refuse("5.3.4 message too large for mlmpipe (limit %d KB)" % cfg.max_message_kb, EX_NOPERM)
+    mail = Mail(raw)
+    if not mail.fields:
+        raise Refuse("5.6.0 the message is empty or has no header", EX_DATAERR)
     db = open_db(cfg)
-    d = Delivery(cfg, db, log, raw, oversize, recipient, sender)
+    d = Delivery(cfg, db, log, mail, recipient, sender)
     find_list(d)
-    handler = HANDLERS.get(d.command.key)
     try:
-        if handler is None:
-            raise Refuse("5.3.3 <%s>: this version of mlmpipe does not handle %s yet; "
-                         "write to %s for what works" % (recipient, NOT_YET.get(d.command.key, d.command.key),
-                                                         list_address(d.lst, "help")), EX_NOUSER)
-        if (d.member is not None and d.member["status"] == "disabled" and d.command.key not in PASSIVE
-                and rule_automated(d) is None):
+        if d.word.handler is None:
+            raise Refuse("5.3.3 this version of mlmpipe does not handle %s yet; write to %s for what works"
+                         % (d.word.later, list_address(d.lst, "help")), EX_NOUSER)
+        if d.member is not None and d.member["status"] == "disabled" and not d.word.passive \
+                and rule_automated(d) is None:
             reenable(d)
-        handler(d)
+        handle(d)
     except Outcome as outcome:
         d.outcome = "%s %s" % (type(outcome).__name__.lower(), outcome.sentence)
         outcome.logged = True
         raise
-    except (sqlite3.Error, OSError) as exc:
+    except Exception as exc:
         log.traceback()
+        if not environmental(exc):              # the content broke something: park it for the owners
+            quarantine(d, exc)
+            return
         outcome = temporary_for(exc, "delivering")
         d.outcome, outcome.logged = "temporary " + outcome.sentence, True
         raise outcome from exc
     finally:
+        remove_spool(d.spool)
         log("list=%s thread=%s message=<%s> outcome=%s recipients=%d batches=%d seconds=%.3f" % (
-            d.lst["name"], d.thread["name"] if d.thread else "-", clean_header(d.message_id), d.outcome,
-            d.recipients, d.batches, time.time() - started))
+            d.lst["name"], d.thread["name"] if d.thread else "-", d.message_id, d.outcome,
+            d.sent[0], d.sent[1], time.time() - started))
 
 
 def find_list(d):
-    """Set d.lst and d.command from the recipient address, or refuse."""
+    """Set d.lst, d.command and d.word from the recipient address, or refuse."""
     local, domain = split_address(d.recipient)
-    candidates = lists_named_like(d.db, local.lower())
-    here = [r for r in candidates if r["domain"] == domain] or candidates
+    here = [r for r in lists_named_like(d.db, local.lower()) if r["domain"] == domain]
     name, rest = match_list(local, [r["name"] for r in here])
     if name is None:
-        raise no_such("5.1.1", d.recipient, "no such mailing list here")
+        raise no_such("5.1.1", "no such mailing list here")
     d.lst = next(r for r in here if r["name"] == name)
     d.settings = list_settings(d.db, d.lst)
     d.command = parse_rest(rest)
     if d.command is None:
-        raise no_such("5.1.1", d.recipient, "no such command on list %s" % name,
+        raise no_such("5.1.1", "no such command on list %s" % name,
                       "; write to %s for the list of commands" % list_address(d.lst, "help"))
+    d.word = COMMANDS[d.command.key]
     if d.command.thread is not None:
         d.thread = thread_by_name(d.db, d.lst, d.command.thread)
         if d.thread is None:
-            raise no_such("5.1.1", d.recipient, "no such thread on list %s" % name,
+            raise no_such("5.1.1", "no such thread on list %s" % name,
                           "; send to %s for the list's threads" % list_address(d.lst, "threads"))
     member = member_by_address(d.db, d.lst, d.author) or member_by_address(d.db, d.lst, d.sender)
     d.member = member if member is not None and member["status"] != "deleted" else None
 
 
+def handle(d):
+    """Prepare, decide in one transaction, then send the outbox and distribute."""
+    decide = globals()[d.word.handler]
+    prepare = globals().get("prepare_" + d.word.handler)
+    retry = handled_message(d.db, d.lst, d.source)
+    if prepare is not None and (retry is None or not archived(d.cfg, d.db, retry["message"])):
+        prepare(d)                               # (again, when the first try died before its files were placed)
+    with write(d.db):
+        retry = handled_message(d.db, d.lst, d.source)
+        if retry is None:
+            decide(d)
+            mark_handled(d.db, d.lst, d.source, d.distribute, d.outcome)
+        else:
+            d.distribute, d.outcome = retry["message"], "retry of a message handled before: " + retry["outcome"]
+            d.stored = message_by_id(d.db, retry["message"]) if retry["message"] is not None else None
+    finish_handling(d)
+
+
+def archived(cfg, db, message_row):
+    """Whether a handled message's files are in the archive (None: it stored none)."""
+    row = message_by_id(db, message_row) if message_row is not None else None
+    return row is None or os.path.exists(archive_path(cfg, row["list_id"], row["id"], ".eml"))
+
+
+def finish_handling(d):
+    """After the commit: the archive files in place, the outbox sent, the stored message distributed."""
+    if d.stored is not None and d.spool is not None:
+        place_spool(d.cfg, d.spool, d.stored)
+    send_outbox(d.cfg, d.db, d.lst, source=d.source)
+    if d.distribute is not None:
+        d.sent, outcome = distribute(d.cfg, d.db, d.log, d.distribute, d.mail)
+        d.outcome = outcome if d.outcome == "done" or outcome != "sent" else d.outcome
+    if d.redeliver is not None:
+        d.outcome = "approved command: " + redeliver(d.cfg, d.db, d.log, d.redeliver)
+
+
+def quarantine(d, exc):
+    """Keep a message whose content broke mlmpipe as held with the reason
+    `error: ...` and tell the owners once (README: Broken and hostile mail)."""
+    reason = "error: %s: %s" % (type(exc).__name__, clean_header(str(exc))[:200] or "no detail")
+    d.spool = d.spool or spool_write(d.cfg, d.mail.raw, None)
+    with write(d.db):
+        if handled_message(d.db, d.lst, d.source) is None:
+            d.stored = insert_message(d.db, d, "held", "command" if d.word.handler != "post" else "post",
+                                      reason=reason)
+            hold_notices(d, d.stored, reason)
+            mark_handled(d.db, d.lst, d.source, None, "quarantined")
+    d.outcome = "quarantined (%s)" % reason
+    finish_handling(d)
+
+
+# Posts ######################################################################
+# A post is rendered and spooled before the lock; the transaction decides
+# its thread and the rules, and stores it as sending, held or quarantined.
+
+def prepare_post(d):
+    """Render the post and write it to the archive spool."""
+    try:
+        d.rendering = render(d.mail)
+    except Exception as exc:                    # quarantined, if the rules accept it (post)
+        d.log.traceback()
+        d.error = "%s: %s" % (type(exc).__name__, clean_header(str(exc))[:200] or "no detail")
+    d.spool = spool_write(d.cfg, d.mail.raw, d.rendering)
+
+
 def post(d):
     """A message to L, L-new[-NAME], L-THREAD or L-THREAD-new[-NAME]."""
-    held = None
-    with write(d.db):
-        d.existing = message_by_message_id(d.db, d.lst, d.message_id)
-        if d.existing is not None and d.existing["status"] == "sending":
-            resume(d)
-        else:
-            choose_thread(d)
-            held = apply_rules(d)
-            if held:
-                hold(d, held)
-            else:
-                store(d)
-    if held:
-        raise Held("held: %s" % held)
-    distribute(d)
-    finish(d)
+    d.existing = message_by_message_id(d.db, d.lst, d.message_id)
+    choose_thread(d)
+    reason = apply_rules(d)
+    if reason is None and d.error is not None:
+        reason = "error: " + d.error
+    if reason is not None:
+        d.stored = insert_message(d.db, d, "held", d.plan[0], reason=reason)
+        hold_notices(d, d.stored, reason)
+        d.outcome = "held: %s" % reason
+        return
+    kind, thread, base, parent = d.plan
+    if thread is None:
+        thread = create_thread(d.db, d.lst, base, d.mail.subject(), parent, d.author)
+    d.thread = thread
+    d.stored = insert_message(d.db, d, "sending", kind, thread=thread)
+    d.distribute = d.stored["id"]
+    count_post(d.db, thread, d.stored, kind)
+    if d.member is not None:
+        set_override(d.db, thread, d.member["id"], 1)     # posters follow (README: Who receives what)
 
 
 def choose_thread(d):
-    """Decide the thread: an existing one (d.thread) or one to create (d.new_thread)."""
+    """The plan: a later message in an existing thread, or a new thread's first."""
     word, arg = d.command.word, d.command.arg
     if word == "post":
-        refs = re.findall(r"<([^<>\s]+)>", " ".join(
-            [d.msg.get("References") or "", d.msg.get("In-Reply-To") or ""]))
-        d.thread = thread_of_references(d.db, d.lst, refs)
+        d.thread = thread_of_references(d.db, d.lst, d.mail.references())
     if word == "new" and d.command.thread is not None:
         d.parent, d.thread = d.thread, None
     if d.thread is None:
-        subject = decoded_header(d.msg.get("Subject"))
-        base = re.sub(r"[^a-z0-9]", "", arg)[:24] if word == "new" and arg else thread_base(
-            subject.replace(subject_prefix(d), ""))
-        d.new_thread = (base, d.parent)
-        d.kind = "first"
+        subject = d.mail.subject()
+        base = thread_base(arg if word == "new" and arg else subject.replace(subject_prefix(d.lst, d.settings), ""))
+        d.plan = ("first", None, base, d.parent)
     else:
-        d.kind = "reply"
+        d.plan = ("reply", d.thread, None, None)
 
 
-def store(d):
-    """Record the post and write it to the archive, before any copy goes out."""
-    subject = decoded_header(d.msg.get("Subject"))
-    if d.new_thread is not None:
-        base, parent = d.new_thread
-        d.thread = create_thread(d.db, d.lst, base, subject, parent, d.author)
-    values = (d.thread["id"], d.kind, d.author, d.sender, subject, os.getpid(),
-              time.time() + LEASE_SECONDS)
-    if d.existing is not None:            # a held message, now approved
-        d.db.execute("UPDATE messages SET thread_id = ?, kind = ?, author = ?, sender = ?, subject = ?, "
-                     "status = 'sending', reason = NULL, owner_pid = ?, lease_until = ? WHERE id = ?",
-                     values + (d.existing["id"],))
-        message_row = d.existing["id"]
-    else:
-        message_row = d.db.execute(
-            "INSERT INTO messages (thread_id, kind, author, sender, subject, owner_pid, lease_until, "
-            "list_id, message_id, recipient, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'sending')",
-            values + (d.lst["id"], d.message_id, d.recipient)).lastrowid
-    d.db.execute("UPDATE threads SET messages = messages + 1, last_post = ?, "
-                 "first_message = coalesce(first_message, ?), "
-                 "status = CASE WHEN status = 'new' AND ? = 'reply' THEN 'active' ELSE status END "
-                 "WHERE id = ?", (utc(now()), message_row, d.kind, d.thread["id"]))
-    if d.member is not None:
-        set_override(d.db, d.thread, d.member["id"], 1)     # posters follow (SPEC 4)
-    d.stored = d.db.execute("SELECT * FROM messages WHERE id = ?", (message_row,)).fetchone()
-    prepare_renderings(d)
-    archive_write(d, ".txt", d.text.encode("utf-8"))
-    archive_write(d, ".html", d.html.encode("utf-8"))
-    if d.existing is None:
-        archive_write(d, ".eml", d.raw)
+def owners(settings):
+    return [o.strip() for o in settings["owners"].split(",") if valid_address(o.strip())]
 
 
-def prepare_renderings(d):
-    d.body = analyse(d.msg)
-    d.text = d.body.text if d.body.text is not None else (
-        html_to_text(d.body.html) if d.body.html is not None else "")
-    d.html = d.body.html if d.body.html is not None else text_to_html(d.text)
+def hold_notices(d, message_row, reason):
+    """Tell the owners how to approve or reject a held message, and its author that it waits."""
+    token = new_token(d.db, d.cfg, d.lst, "hold", message=message_row["id"])
+    lst, subject = d.lst, d.mail.subject()
+    text = ("A message to %s is held: %s.\n\nFrom: %s\nSubject: %s\n\n"
+            "To send it to the list, write to mailto:%s\nTo reject it, write to mailto:%s\n"
+            "or run: mlmpipe.py approve %s %s\n" % (
+                d.recipient, reason, d.author or d.sender or "(nobody)", subject,
+                list_address(lst, "approve-" + token), list_address(lst, "reject-" + token), lst["name"], token))
+    for owner in owners(d.settings):
+        notify(d, owner, "Held for %s: %s" % (lst["name"], subject), text)
+    if rule_automated(d) is None and not reason.startswith("error:") and valid_address(d.author):
+        notify(d, d.author, "Your message to %s waits for approval" % lst["name"],
+               "Your message \"%s\" to %s waits for a list owner's approval (%s).\n" % (subject, d.recipient, reason))
 
+
+def notify(d, to, subject, text, **extra):
+    """Queue a notice answering this delivery (sent after the commit)."""
+    queue_notice(d.db, d.lst, d.source, to, subject, text, in_reply_to=d.message_id, **extra)
+
+
+# The archive #################################################################
+# LIST_ID/ID.eml (the message as it came), .txt and .html (its renderings),
+# .sent (batches the database could not record).  Files are written to
+# spool/ before the lock, and moved to their id's name after the commit.
 
 def archive_path(cfg, list_id, message_row, suffix):
     return os.path.join(cfg.archive, str(int(list_id)), "%d%s" % (int(message_row), suffix))
 
 
-def archive_write(d, suffix, data):
-    """Write atomically and durably: a temporary file, fsync, rename, fsync
-    of the directory (so the rename survives a power loss too)."""
-    path = archive_path(d.cfg, d.lst["id"], d.stored["id"], suffix)
+def durable_write(path, data):
+    """Write atomically and durably: a temporary file, fsync, rename."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def fsync_directory(path):
+    directory = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def spool_write(cfg, raw, rendering):
+    """Write the message (and its renderings) to the spool: {suffix: path}."""
+    spool = os.path.join(cfg.archive, "spool")
+    stem = os.path.join(spool, "%d-%s" % (os.getpid(), os.urandom(6).hex()))
+    files = {".eml": raw}
+    if rendering is not None:
+        files.update({".txt": rendering.text.encode("utf-8", "replace"),
+                      ".html": rendering.html.encode("utf-8", "replace")})
+    try:
+        os.makedirs(spool, mode=0o700, exist_ok=True)
+        for suffix, data in files.items():
+            durable_write(stem + suffix, data)
+    except OSError as exc:
+        raise temporary_for(exc, "storing the message in %s" % cfg.archive)
+    return {suffix: stem + suffix for suffix in files}
+
+
+def place_spool(cfg, spool, message_row):
+    """Move spooled files to their message's names (unless there already:
+    the MTA's retry of a stored message), durably, before anything is sent."""
+    row = message_row
+    try:
+        for suffix, path in spool.items():
+            target = archive_path(cfg, row["list_id"], row["id"], suffix)
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            if not os.path.exists(target):
+                os.rename(path, target)
+        fsync_directory(os.path.dirname(archive_path(cfg, row["list_id"], row["id"], "")))
+    except OSError as exc:
+        raise temporary_for(exc, "storing the message in %s" % cfg.archive)
+
+
+def remove_spool(spool):
+    for path in (spool or {}).values():
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+def archive_write(cfg, message_row, suffix, data):
+    path = archive_path(cfg, message_row["list_id"], message_row["id"], suffix)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        tmp = "%s.%d.tmp" % (path, os.getpid())
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-        directory = os.open(os.path.dirname(path), os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        durable_write(path, data)
+        fsync_directory(os.path.dirname(path))
     except OSError as exc:
-        raise temporary_for(exc, "storing the message in %s" % d.cfg.archive)
+        raise temporary_for(exc, "storing the message in %s" % cfg.archive)
 
 
 def read_archived(cfg, message, suffix=".eml"):
@@ -1408,43 +2071,79 @@ def read_archived(cfg, message, suffix=".eml"):
         return f.read()
 
 
-def resume(d):
-    """Take over a distribution a failed or killed process left half done."""
-    row = d.existing
-    if row["lease_until"] and row["lease_until"] > time.time() and pid_alive(row["owner_pid"]):
-        raise Temporary("4.2.0 mlmpipe: this message is being distributed by process %d right now; "
-                        "a copy is not sent twice" % row["owner_pid"])
-    d.db.execute("UPDATE messages SET owner_pid = ?, lease_until = ? WHERE id = ?",
-                 (os.getpid(), time.time() + LEASE_SECONDS, row["id"]))
-    d.stored, d.thread, d.kind = row, thread_by_id(d.db, row["thread_id"]), row["kind"]
-    d.raw = read_archived(d.cfg, row)
-    d.msg = email.message_from_bytes(d.raw)
-    d.body = analyse(d.msg)
-    d.text = read_archived(d.cfg, row, ".txt").decode("utf-8")
-    d.html = read_archived(d.cfg, row, ".html").decode("utf-8")
+def sent_note(cfg, message):
+    """Beside the archived message: batches sent that the database did not record."""
+    return archive_path(cfg, message["list_id"], message["id"], ".sent")
 
 
-def pid_alive(pid):
-    if not pid or pid == os.getpid():
-        return False
+# Distribution ###############################################################
+# The one way a stored message goes out: a post, an approval by mail or on
+# the command line, and cron finishing an interrupted run all call
+# distribute() with the message's id; its plan (list, thread, kind) is in
+# the database.
+
+def distribute(cfg, db, log, message_id, mail=None):
+    """Send the stored message `message_id` to the recipients its plan names,
+    variant by variant in batches, recording each accepted batch.  Returns
+    ((recipients, batches), outcome)."""
+    with write(db):
+        row = claim_message(db, message_id)
+    if row is None:
+        return (0, 0), "not sending"
+    lst = list_by_id(db, row["list_id"])
+    settings, thread = list_settings(db, lst), thread_by_id(db, row["thread_id"])
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        mail = mail if mail is not None and mail.raw is not None else Mail(read_archived(cfg, row))
+        rendering = Rendering(read_archived(cfg, row, ".txt").decode("utf-8", "replace"),
+                              read_archived(cfg, row, ".html").decode("utf-8", "replace"))
+    except FileNotFoundError:                 # the commit's files never got there: the MTA's retry brings them
+        raise Temporary("4.3.0 mlmpipe: message %d is not in the archive yet; it will be retried" % row["id"])
+    note = sent_note(cfg, row)
+    done = progress_of(db, row, note)
+    page = 1 if cfg.verp == "per-recipient" else cfg.batch_size
+    recipients = batches = 0
+    try:
+        body = analyse(mail)
+        headers = outgoing_headers(mail, lst, settings, thread, row["message_id"], row["author"])
+    except Exception as exc:
+        return (0, 0), quarantine_stored(cfg, db, log, lst, settings, row, exc)
+    for fmt, follower, condition, params in recipient_groups(db, thread, row["kind"]):
+        variant = "%s/%s" % (fmt, "follower" if follower else "other")
+        after, data = done.get(variant, 0), None
+        while True:
+            rows = recipients_page(db, lst, fmt, condition, params, after, page)
+            if not rows:
+                break
+            if data is None:
+                try:
+                    data = render_variant(mail, body, rendering, fmt, footers(lst, thread, follower), headers)
+                except Exception as exc:
+                    return (recipients, batches), quarantine_stored(cfg, db, log, lst, settings, row, exc)
+            for flags, addresses in sendmail_calls(cfg, lst, [r["address"] for r in rows]):
+                run_sendmail(cfg, flags, addresses, data, batch=True)
+            after = rows[-1]["id"]
+            record_batch(db, row, variant, after, note)
+            recipients, batches = recipients + len(rows), batches + 1
+            if len(rows) < page:
+                break
+    with write(db):
+        finish_message(db, row)
+    try:
+        os.remove(note)
+    except FileNotFoundError:
+        pass
+    return (recipients, batches), "sent"
 
 
-def recipient_groups(d):
-    """[(format, follower, SQL condition, params)] in a fixed order (SPEC 4)."""
-    chain = thread_chain(d.db, d.thread)
+def recipient_groups(db, thread, kind):
+    """[(format, follower, SQL condition, params)] in a fixed order (README: Who receives what)."""
+    chain = thread_chain(db, thread)
     follows, follows_params = follows_sql(chain)
     audience, audience_params = audience_sql(chain)
     both = audience_params + follows_params
     groups = []
     for fmt in FORMATS:
-        if d.kind == "reply":
+        if kind == "reply":
             groups.append((fmt, True, follows, follows_params))
             continue
         groups.append((fmt, True, "%s AND %s" % (audience, follows), both))
@@ -1452,117 +2151,65 @@ def recipient_groups(d):
     return groups
 
 
-def distribute(d):
-    """Send every variant in batches, recording each accepted batch."""
-    headers = outgoing_headers(d)
-    note = sent_note(d)
-    done = progress_of(d.db, d.stored, note)
-    page = 1 if d.cfg.verp == "per-recipient" else d.cfg.batch_size
-    for fmt, follower, condition, params in recipient_groups(d):
-        variant = "%s/%s" % (fmt, "follower" if follower else "other")
-        after, data = done.get(variant, 0), None
-        while True:
-            rows = recipients_page(d.db, d.lst, fmt, condition, params, after, page)
-            if not rows:
-                break
-            if data is None:
-                data = headers + render_body(d, fmt, follower)
-            for flags, recipients in sendmail_calls(d.cfg, d.lst, [r["address"] for r in rows]):
-                run_sendmail(d.cfg, flags, recipients, data, batch=True)
-            after = rows[-1]["id"]
-            record_batch(d.db, d.stored, variant, after, note)
-            d.recipients += len(rows)
-            d.batches += 1
-            if len(rows) < page:
-                break
+def quarantine_stored(cfg, db, log, lst, settings, row, exc):
+    """A stored message whose variants cannot be built: held for the owners (README: Broken and hostile mail)."""
+    log.traceback()
+    reason = "error: %s: %s" % (type(exc).__name__, clean_header(str(exc))[:200] or "no detail")
+    source = "quarantine %d" % row["id"]
+    with write(db):
+        db.execute("UPDATE messages SET status = 'held', reason = ?, owner_pid = NULL, lease_until = NULL "
+                   "WHERE id = ?", (reason, row["id"]))
+        token = new_token(db, cfg, lst, "hold", message=row["id"])
+        for owner in owners(settings):
+            queue_notice(db, lst, source, owner, "Held for %s: %s" % (lst["name"], row["subject"]),
+                         "A message to %s could not be sent and is held: %s.\n\nFrom: %s\nSubject: %s\n\n"
+                         "To retry it, write to mailto:%s\nTo drop it, write to mailto:%s\n" % (
+                             row["recipient"], reason, row["author"], row["subject"],
+                             list_address(lst, "approve-" + token), list_address(lst, "reject-" + token)))
+    send_outbox(cfg, db, lst, source=source)
+    return "quarantined (%s)" % reason
 
 
-def finish(d):
-    d.outcome = "sent"
-    with write(d.db):
-        d.db.execute("UPDATE messages SET status = 'sent', sent = ?, owner_pid = NULL, "
-                     "lease_until = NULL WHERE id = ?", (utc(now()), d.stored["id"]))
-    try:
-        os.remove(sent_note(d))
-    except FileNotFoundError:
-        pass
+# The outbox #################################################################
+# Answers and notices are decided inside a transaction and written to the
+# outbox there; they are sent after the commit.  A row is claimed (pid and
+# lease) before its sendmail and marked sent after sendmail accepts it, so a
+# retry, or cron, sends each exactly once (the only window is between
+# sendmail's exit and that mark, as for a batch; see dies_with_us).
+
+def queue_notice(db, lst, source, to, subject, text, reply_to=None, envelope=None, digest=None,
+                 in_reply_to=None):
+    if valid_address(to):
+        db.execute("INSERT INTO outbox (list_id, source, recipient, envelope, subject, body, reply_to, "
+                   "in_reply_to, digest, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (lst["id"], source, to, envelope, subject, text, reply_to, in_reply_to, digest, now()))
 
 
-def sent_note(d):
-    """Beside the archived message: batches sent that the database did not record."""
-    return archive_path(d.cfg, d.lst["id"], d.stored["id"], ".sent")
-
-
-# Holds ######################################################################
-
-def hold(d, reason):
-    """Store the message as held, tell the owners and the sender."""
-    message_row = d.db.execute(
-        "INSERT INTO messages (list_id, message_id, recipient, author, sender, subject, status, reason, "
-        "received) VALUES (?, ?, ?, ?, ?, ?, 'held', ?, ?)",
-        (d.lst["id"], d.message_id, d.recipient, d.author, d.sender,
-         decoded_header(d.msg.get("Subject")), reason, utc(now()))).lastrowid
-    d.stored = d.db.execute("SELECT * FROM messages WHERE id = ?", (message_row,)).fetchone()
-    archive_write(d, ".eml", d.raw)
-    token = new_token(d.db, d.cfg, d.lst, "hold", message=message_row)
-    lst = d.lst
-    text = ("A message to %s is held: %s.\n\nFrom: %s\nSubject: %s\n\n"
-            "To send it to the list, write to mailto:%s\nTo reject it, write to mailto:%s\n"
-            "or run: mlmpipe.py approve %s %s\n" % (
-                d.recipient, reason, d.author, decoded_header(d.msg.get("Subject")),
-                list_address(lst, "approve-" + token), list_address(lst, "reject-" + token),
-                lst["name"], token))
-    for owner in owners(d):
-        send_notice(d, owner, "Held for %s: %s" % (lst["name"], decoded_header(d.msg.get("Subject"))), text)
-    if rule_automated(d) is None and valid_address(d.author):
-        send_notice(d, d.author, "Your message to %s waits for approval" % lst["name"],
-                    "Your message \"%s\" to %s waits for a list owner's approval (%s).\n"
-                    % (decoded_header(d.msg.get("Subject")), d.recipient, reason))
-
-
-def owners(d):
-    return [o.strip() for o in d.settings["owners"].split(",") if valid_address(o.strip())]
-
-
-def approve_held(d, message):
-    """Distribute a held message as if it had just arrived."""
-    with write(d.db):
-        d.existing = message = d.db.execute("SELECT * FROM messages WHERE id = ?", (message["id"],)).fetchone()
-        if message["status"] == "sending":     # the retry of an approval whose distribution failed
-            resume(d)
-        elif message["status"] == "held":
-            d.recipient = message["recipient"]
-            d.command = parse_rest(match_list(split_address(d.recipient)[0], [d.lst["name"]])[1] or "")
-            if d.command.thread is not None:
-                d.thread = thread_by_name(d.db, d.lst, d.command.thread)
-                if d.thread is None:
-                    d.command = Command("post")
-            choose_thread(d)
-            store(d)
-        else:
-            d.thread = thread_by_id(d.db, message["thread_id"])
-            return
-    distribute(d)
-    finish(d)
-
-
-def reject_held(d, message, reason):
-    with write(d.db):
-        d.db.execute("UPDATE messages SET status = 'rejected', reason = ? WHERE id = ?",
-                     (reason, message["id"]))
-    if valid_address(message["author"]) and rule_automated(d) is None:
-        send_notice(d, message["author"], "Your message to %s was not accepted" % d.lst["name"],
-                    "Your message \"%s\" to %s was rejected by a list owner%s.\n" % (
-                        message["subject"], message["recipient"], ": " + reason if reason else ""))
+def send_outbox(cfg, db, lst, source=None):
+    """Send the notices of one incoming message (`source`), or every notice
+    of the list that its process left unsent (cron).  Returns how many."""
+    sent = 0
+    for row_id in unsent_notices(db, lst, source):
+        with write(db):
+            row = claim_notice(db, row_id)
+        if row is None:
+            continue
+        data = notice_bytes(cfg, db, lst, row)
+        run_sendmail(cfg, ["-f", row["envelope"] or bounce_address(lst)], [row["recipient"]], data)
+        with write(db):
+            db.execute("UPDATE outbox SET sent = ?, owner_pid = NULL WHERE id = ?", (now(), row["id"]))
+        sent += 1
+    return sent
 
 
 # Membership & commands ######################################################
 # Commands by mail act at once for a member and answer with a short note.
+# Each runs inside handle()'s transaction; its answers go to the outbox.
 
 def requester(d):
     """The address a command answers: From, else the envelope sender.
 
-    Automated mail (SPEC 5.7) is never answered nor acted on.
+    Automated mail (README: Addresses) is never answered nor acted on.
     """
     if rule_automated(d) is not None:
         raise Discard("automated mail to a command address: %s" % rule_automated(d))
@@ -1573,72 +2220,54 @@ def requester(d):
 
 
 def command_member(d):
-    """The member a command speaks for; a non-member is told how to join."""
+    """The member a command speaks for; a non-member is told how to join (None)."""
     to = requester(d)
     if d.member is None:
-        send_notice(d, to, "You are not a member of %s" % d.lst["name"],
-                    "%s is not a member of the list %s, so nothing was changed.\n"
-                    "To join, write to mailto:%s\n" % (to, d.lst["name"], list_address(d.lst, "subscribe")))
-        raise Discard("command from non-member %s" % to)
+        notify(d, to, "You are not a member of %s" % d.lst["name"],
+               "%s is not a member of the list %s, so nothing was changed.\n"
+               "To join, write to mailto:%s\n" % (to, d.lst["name"], list_address(d.lst, "subscribe")))
+        d.outcome = "command from non-member %s" % to
     return d.member
 
 
 def follow_thread(d):
-    """L-THREAD-subscribe / -unsubscribe.
-
-    The change and its answer go together: the answer is sent inside the
-    transaction, so when it cannot be sent nothing changed and the MTA's retry
-    sends the same answer with the same catch-up.
-    """
+    """L-THREAD-subscribe / -unsubscribe (with catch-up of the earlier replies)."""
     member = command_member(d)
+    if member is None:
+        return
     follow = d.command.word == "subscribe"
     name, subject = d.thread["name"], d.thread["subject"]
-    with write(d.db):
-        was = is_follower(d.db, thread_chain(d.db, d.thread), member["id"])
-        set_override(d.db, d.thread, member["id"], 1 if follow else 0)
-        if not follow:
-            send_notice(d, member["address"], "You no longer follow %s on %s" % (name, d.lst["name"]),
-                        "You will no longer get the messages of the thread %s (\"%s\") on %s.\n"
-                        "To follow it again, write to mailto:%s\n" % (
-                            name, subject, d.lst["name"], list_address(d.lst, name + "-subscribe")))
-            return
-        text = ("You now follow the thread %s (\"%s\") on %s and get its messages.\n"
-                "To stop, write to mailto:%s\n" % (name, subject, d.lst["name"],
-                                                  list_address(d.lst, name + "-unsubscribe")))
-        earlier = [] if was else catch_up(d)
-        attach = None
-        if earlier and member["format"] == "text":
-            text += "\nThe %s you did not receive follow.\n\n%s" % (
-                plural(len(earlier), "earlier message"), digest_text(d, earlier))
-        elif earlier:
-            text += "\nThe %s you did not receive are attached as a digest.\n" % plural(
-                len(earlier), "earlier message")
-            attach = digest_mime(d, earlier)
-        send_notice(d, member["address"], "You follow %s on %s" % (name, d.lst["name"]), text, attach)
+    was = is_follower(d.db, thread_chain(d.db, d.thread), member["id"])
+    set_override(d.db, d.thread, member["id"], 1 if follow else 0)
+    if not follow:
+        notify(d, member["address"], "You no longer follow %s on %s" % (name, d.lst["name"]),
+               "You will no longer get the messages of the thread %s (\"%s\") on %s.\n"
+               "To follow it again, write to mailto:%s\n" % (
+                   name, subject, d.lst["name"], list_address(d.lst, name + "-subscribe")))
+        return
+    text = ("You now follow the thread %s (\"%s\") on %s and get its messages.\n"
+            "To stop, write to mailto:%s\n" % (name, subject, d.lst["name"],
+                                              list_address(d.lst, name + "-unsubscribe")))
+    earlier = [] if was else catch_up(d.db, d.thread)
+    digest = None
+    if earlier:
+        style = "text" if member["format"] == "text" else "mime"
+        text += ("\nThe %s you did not receive follow.\n\n" if style == "text" else
+                 "\nThe %s you did not receive are attached as a digest.\n") % plural(len(earlier), "earlier message")
+        digest = "%s:%s" % (style, ",".join(str(r["id"]) for r in earlier))
+    notify(d, member["address"], "You follow %s on %s" % (name, d.lst["name"]), text, digest=digest)
 
 
-def catch_up(d):
-    """The thread's later messages (not the first) that were sent."""
-    return d.db.execute("SELECT * FROM messages WHERE thread_id = ? AND status = 'sent' "
-                        "AND kind = 'reply' ORDER BY id", (d.thread["id"],)).fetchall()
+def digest_mime(cfg, rows):
+    """multipart/digest of the stored messages, each as it came."""
+    return multipart_bytes("digest", [[b"\n", read_archived(cfg, row)] for row in rows])
 
 
-def digest_mime(d, rows):
-    """multipart/digest of the stored messages."""
-    from email.mime.message import MIMEMessage
-    parts = []
-    for row in rows:
-        part = MIMEMessage(email.message_from_bytes(read_archived(d.cfg, row)))
-        del part["MIME-Version"]
-        parts.append(part)
-    return multipart("digest", parts)
-
-
-def digest_text(d, rows):
+def digest_text(cfg, rows):
     """The stored messages' text renderings, RFC 1153 style."""
     out = []
     for row in rows:
-        body = read_archived(d.cfg, row, ".txt").decode("utf-8").strip("\n")
+        body = read_archived(cfg, row, ".txt").decode("utf-8", "replace").strip("\n")
         out.append("Date: %s\nFrom: %s\nSubject: %s\n\n%s\n\n------------------------------\n\n" % (
             row["received"], row["author"], row["subject"], body))
     return "".join(out)
@@ -1651,28 +2280,25 @@ def plural(n, word):
 def change_setting(d):
     """L-set-WORD."""
     member = command_member(d)
+    if member is None:
+        return
     column, value = SETTINGS[d.command.arg]
-    with write(d.db):
-        d.db.execute("UPDATE members SET %s = ? WHERE id = ?" % column, (value, member["id"]))
+    set_member(d.db, member["id"], column, value)
     meaning = {
         "all": "every message of each new thread", "first": "only the first message of each new thread",
         "text": "plain text", "html": "HTML", "both": "text and HTML together (multipart/alternative)",
         "nomail": "no mail at all until you write to %s" % list_address(d.lst, "set-mail"),
         "mail": "mail again",
     }[d.command.arg]
-    send_notice(d, member["address"], "Your setting on %s: %s" % (d.lst["name"], d.command.arg),
-                "From now on you receive %s from %s.\n" % (meaning, d.lst["name"]))
-
-
-def active_threads(db, lst):
-    return db.execute("SELECT * FROM threads WHERE list_id = ? AND status != 'closed' "
-                      "ORDER BY number DESC", (lst["id"],)).fetchall()
+    notify(d, member["address"], "Your setting on %s: %s" % (d.lst["name"], d.command.arg),
+           "From now on you receive %s from %s.\n" % (meaning, d.lst["name"]))
 
 
 def send_threads(d):
     """L-threads."""
     member = command_member(d)
-    send_notice(d, member["address"], "Threads of %s" % d.lst["name"], threads_text(d.db, d.lst))
+    if member is not None:
+        notify(d, member["address"], "Threads of %s" % d.lst["name"], threads_text(d.db, d.lst))
 
 
 def threads_text(db, lst):
@@ -1691,7 +2317,7 @@ def threads_text(db, lst):
 def send_help(d):
     """L-help: every command address; non-members may ask too."""
     to = d.member["address"] if d.member is not None and rule_automated(d) is None else requester(d)
-    send_notice(d, to, "Help for %s" % d.lst["name"], help_text(d.lst))
+    notify(d, to, "Help for %s" % d.lst["name"], help_text(d.lst))
 
 
 def help_text(lst):
@@ -1716,29 +2342,28 @@ def help_text(lst):
 
 
 def subscribe(d):
-    """L-subscribe: confirm by mail, or ask the owners on a closed list (SPEC 5.2)."""
+    """L-subscribe: confirm by mail, or ask the owners on a closed list (README: Addresses)."""
     address, lst, policy = requester(d), d.lst, d.settings["subscribe_policy"]
     if d.member is not None and d.member["address"] == address:
-        send_notice(d, address, "You are already on %s" % lst["name"],
-                    "%s is already a member of %s; nothing was changed.\n\n%s" % (address, lst["name"], help_text(lst)))
+        notify(d, address, "You are already on %s" % lst["name"],
+               "%s is already a member of %s; nothing was changed.\n\n%s" % (address, lst["name"], help_text(lst)))
         return
     if policy == "domain" and split_address(address)[1] not in allowed_domains(d.settings):
-        send_notice(d, address, "You cannot join %s" % lst["name"],
-                    "The list %s is open only to addresses at %s, so %s cannot join it.\n"
-                    % (lst["name"], ", ".join(sorted(allowed_domains(d.settings))), address))
+        notify(d, address, "You cannot join %s" % lst["name"],
+               "The list %s is open only to addresses at %s, so %s cannot join it.\n"
+               % (lst["name"], ", ".join(sorted(allowed_domains(d.settings))), address))
         d.outcome = "refused"
         return
     if policy == "closed":
-        with write(d.db):
-            token = new_token(d.db, d.cfg, lst, "join", address=address)
-        for owner in owners(d):
-            send_notice(d, owner, "Subscription request for %s: %s" % (lst["name"], address),
-                        "%s asks to join %s.\nTo let them in, write to mailto:%s\n"
-                        "To refuse, write to mailto:%s\n" % (
-                            address, lst["name"], list_address(lst, "approve-" + token),
-                            list_address(lst, "reject-" + token)))
-        send_notice(d, address, "Your request to join %s" % lst["name"],
-                    "The owners of %s decide who joins; they have your request.\n" % lst["name"])
+        token = new_token(d.db, d.cfg, lst, "join", address=address)
+        for owner in owners(d.settings):
+            notify(d, owner, "Subscription request for %s: %s" % (lst["name"], address),
+                   "%s asks to join %s.\nTo let them in, write to mailto:%s\n"
+                   "To refuse, write to mailto:%s\n" % (
+                       address, lst["name"], list_address(lst, "approve-" + token),
+                       list_address(lst, "reject-" + token)))
+        notify(d, address, "Your request to join %s" % lst["name"],
+               "The owners of %s decide who joins; they have your request.\n" % lst["name"])
         d.outcome = "held"
         return
     ask_confirmation(d, address, "subscribe", "join", "You will get every new thread's first message.")
@@ -1748,106 +2373,174 @@ def unsubscribe(d):
     """L-unsubscribe: confirmed by mail."""
     address = requester(d)
     if d.member is None:
-        send_notice(d, address, "You are not on %s" % d.lst["name"],
-                    "%s is not a member of %s; nothing was changed.\n" % (address, d.lst["name"]))
+        notify(d, address, "You are not on %s" % d.lst["name"],
+               "%s is not a member of %s; nothing was changed.\n" % (address, d.lst["name"]))
         return
     ask_confirmation(d, d.member["address"], "unsubscribe", "leave", "")
 
 
 def ask_confirmation(d, address, purpose, verb, extra):
-    with write(d.db):
-        token = new_token(d.db, d.cfg, d.lst, purpose, address=address)
+    """A confirmation request, at most one per address and list an hour (README: Addresses)."""
+    if recent_confirmation(d.db, d.lst, address, now() + TOKEN_DAYS * 86400 - 3600):
+        d.outcome = "confirmation for %s not sent: one was sent within the hour" % address
+        return
+    token = new_token(d.db, d.cfg, d.lst, purpose, address=address)
     confirm = list_address(d.lst, "confirm-" + token)
-    send_notice(d, address, "Confirm: %s %s" % (verb, d.lst["name"]),
-                "Someone, probably you, asked that %s %s the list %s. %s\n\n"
-                "To confirm, reply to this message or write to mailto:%s\n"
-                "If you did not ask, ignore this message: nothing changes. "
-                "The request expires in %d days.\n" % (address, verb, d.lst["name"], extra, confirm, TOKEN_DAYS),
-                reply_to=confirm)
+    notify(d, address, "Confirm: %s %s" % (verb, d.lst["name"]),
+           "Someone, probably you, asked that %s %s the list %s. %s\n\n"
+           "To confirm, reply to this message or write to mailto:%s\n"
+           "If you did not ask, ignore this message: nothing changes. "
+           "The request expires in %d days.\n" % (address, verb, d.lst["name"], extra, confirm, TOKEN_DAYS),
+           reply_to=confirm)
     d.outcome = "confirmation asked"
 
 
 def confirm(d):
     """L-confirm-TOKEN: carry out a subscribe or unsubscribe request."""
     requester(d)
-    with write(d.db):
-        token = (take_token(d.db, d.cfg, d.lst, "subscribe", d.command.arg, d.message_id)
-                 or take_token(d.db, d.cfg, d.lst, "unsubscribe", d.command.arg, d.message_id))
-        if token is not None and token["purpose"] == "subscribe":
-            add_member(d.db, d.lst, token["address"])
-            welcome(d, token["address"])
-        elif token is not None:
-            leave(d.db, d.lst, token["address"])
-            send_notice(d, token["address"], "You left %s" % d.lst["name"],
-                        "%s is no longer a member of %s. To come back, write to mailto:%s\n"
-                        % (token["address"], d.lst["name"], list_address(d.lst, "subscribe")))
+    token = (take_token(d.db, d.cfg, d.lst, "subscribe", d.command.arg, d.message_id)
+             or take_token(d.db, d.cfg, d.lst, "unsubscribe", d.command.arg, d.message_id))
     if token is None:
-        raise Refuse("5.7.1 <%s>: this confirmation is unknown, used or expired; ask again by writing to %s"
-                     % (d.recipient, list_address(d.lst, "subscribe")), EX_NOPERM)
+        raise Refuse("5.7.1 this confirmation is unknown, used or expired; ask again by writing to %s"
+                     % list_address(d.lst, "subscribe"), EX_NOPERM)
+    if token["purpose"] == "subscribe":
+        add_member(d.db, d.lst, token["address"])
+        welcome(d, token["address"])
+    else:
+        leave(d.db, d.lst, token["address"])
+        notify(d, token["address"], "You left %s" % d.lst["name"],
+               "%s is no longer a member of %s. To come back, write to mailto:%s\n"
+               % (token["address"], d.lst["name"], list_address(d.lst, "subscribe")))
     d.outcome = "confirmed " + token["purpose"]
 
 
 def welcome(d, address):
-    send_notice(d, address, "Welcome to %s" % d.lst["name"],
-                "Welcome to %s. You get the first message of every new thread, and the rest of the threads "
-                "you follow.\n\n%s\n%s" % (d.lst["name"], threads_text(d.db, d.lst), help_text(d.lst)))
-
-
-def leave(db, lst, address):
-    db.execute("UPDATE members SET status = 'deleted' WHERE list_id = ? AND subscriber_id = "
-               "(SELECT id FROM subscribers WHERE address = ?)", (lst["id"], address.lower()))
+    notify(d, address, "Welcome to %s" % d.lst["name"],
+           "Welcome to %s. You get the first message of every new thread, and the rest of the threads "
+           "you follow.\n\n%s\n%s" % (d.lst["name"], threads_text(d.db, d.lst), help_text(d.lst)))
 
 
 def allowed_domains(settings):
     return {x.strip().lower() for x in settings["allowed_domains"].split(",") if x.strip()}
 
 
+def prepare_owner_action(d):
+    """Before the lock: an approved message that was quarantined is rendered again."""
+    if d.command.word != "approve":
+        return
+    row = peek_token(d.db, d.cfg, d.lst, "hold", d.command.arg)
+    message = row is not None and message_by_id(d.db, row["message"])
+    if message and message["status"] == "held":
+        prepare_approval(d.cfg, message)
+
+
 def owner_action(d):
     """L-approve-TOKEN / L-reject-TOKEN from an owner."""
     if rule_automated(d) is not None:
         raise Discard("automated mail to a command address")
-    if d.author.lower() not in [o.lower() for o in owners(d)]:
-        raise Refuse("5.7.1 <%s>: only an owner of %s can approve or reject held messages"
-                     % (d.recipient, d.lst["name"]), EX_NOPERM)
-    with write(d.db):
-        token = (take_token(d.db, d.cfg, d.lst, "hold", d.command.arg, d.message_id)
-                 or take_token(d.db, d.cfg, d.lst, "join", d.command.arg, d.message_id))
+    if d.author.lower() not in owners(d.settings):
+        raise Refuse("5.7.1 only an owner of %s can approve or reject held messages" % d.lst["name"], EX_NOPERM)
+    token = (take_token(d.db, d.cfg, d.lst, "hold", d.command.arg, d.message_id)
+             or take_token(d.db, d.cfg, d.lst, "join", d.command.arg, d.message_id))
     if token is None:
-        raise Refuse("5.7.1 <%s>: this token is unknown, used or expired" % d.recipient, EX_NOPERM)
+        raise Refuse("5.7.1 this token is unknown, used or expired", EX_NOPERM)
+    approve = d.command.word == "approve"
     if token["purpose"] == "join":
-        d.outcome = decide_join(d, token["address"], d.command.word == "approve")
+        d.outcome = decide_join(d.db, d.cfg, d.lst, d.source, token["address"], approve)
         return
-    message = d.db.execute("SELECT * FROM messages WHERE id = ?", (token["message"],)).fetchone()
-    held = Delivery(d.cfg, d.db, d.log, read_archived(d.cfg, message), False, message["recipient"],
-                    message["sender"])
-    held.lst, held.settings = d.lst, d.settings
-    if d.command.word == "approve":
-        held.member = member_by_address(d.db, d.lst, held.author)
-        approve_held(held, message)
-        d.outcome = "approved"
-    else:
-        reject_held(held, message, "")
-        d.outcome = "rejected"
-    d.thread, d.recipients, d.batches = held.thread, held.recipients, held.batches
-    d.message_id = held.message_id
+    message = message_by_id(d.db, token["message"])
+    if approve and unreadable(d.cfg, message):
+        raise Refuse("5.7.1 the held message still cannot be read (%s); it stays held" % message["reason"], EX_NOPERM)
+    d.outcome, d.distribute = decide_held(d.db, d.cfg, d.lst, d.source, message, approve, "")
+    d.redeliver = message if approve and message["kind"] == "command" else None
 
 
-def decide_join(d, address, approve):
+def decide_join(db, cfg, lst, source, address, approve):
     """An owner's answer to a closed list's subscription request."""
     if approve:
-        with write(d.db):
-            add_member(d.db, d.lst, address)
-            welcome(d, address)
+        add_member(db, lst, address)
+        queue_notice(db, lst, source, address, "Welcome to %s" % lst["name"],
+                     "Welcome to %s. You get the first message of every new thread, and the rest of the "
+                     "threads you follow.\n\n%s\n%s" % (lst["name"], threads_text(db, lst), help_text(lst)))
         return "approved subscription"
-    send_notice(d, address, "Your request to join %s" % d.lst["name"],
-                "The owners of %s did not accept your request to join.\n" % d.lst["name"])
+    queue_notice(db, lst, source, address, "Your request to join %s" % lst["name"],
+                 "The owners of %s did not accept your request to join.\n" % lst["name"])
     return "rejected subscription"
+
+
+def unreadable(cfg, message):
+    """A held post that has no renderings: quarantined, and rendering it again failed."""
+    return message["kind"] != "command" and message["status"] == "held" and not os.path.exists(
+        archive_path(cfg, message["list_id"], message["id"], ".txt"))
+
+
+def prepare_approval(cfg, message):
+    """Before the lock: render a held message that has no renderings (a
+    quarantined one), perhaps after an upgrade of mlmpipe."""
+    if not unreadable(cfg, message):
+        return
+    try:
+        rendering = render(Mail(read_archived(cfg, message)))
+    except Exception:
+        return
+    archive_write(cfg, message, ".txt", rendering.text.encode("utf-8", "replace"))
+    archive_write(cfg, message, ".html", rendering.html.encode("utf-8", "replace"))
+
+
+def redeliver(cfg, db, log, message):
+    """An approved quarantined command: handled again, as the MTA handed it over."""
+    d = Delivery(cfg, db, log, Mail(read_archived(cfg, message)), message["recipient"], message["sender"] or "")
+    find_list(d)
+    try:
+        handle(d)
+    except (Discard, Held):
+        pass
+    except (Outcome, sqlite3.Error, OSError):
+        raise
+    except Exception as exc:
+        quarantine(d, exc)
+    return d.outcome
+
+
+def decide_held(db, cfg, lst, source, message, approve, reason):
+    """Inside a transaction: approve (plan it for distribution) or reject a
+    held message.  Returns (outcome, id of the message to distribute or None)."""
+    if not approve:
+        db.execute("UPDATE messages SET status = 'rejected', reason = ? WHERE id = ?", (reason, message["id"]))
+        if valid_address(message["author"]) and not (message["reason"] or "").startswith(("error:", "automated")):
+            queue_notice(db, lst, source, message["author"], "Your message to %s was not accepted" % lst["name"],
+                         "Your message \"%s\" to %s was rejected by a list owner%s.\n" % (
+                             message["subject"], message["recipient"], ": " + reason if reason else ""))
+        return "rejected", None
+    if message["status"] == "sending":          # the retry of an approval whose distribution failed
+        return "approved", message["id"]
+    if message["status"] != "held":
+        return "already %s" % message["status"], None
+    if message["kind"] == "command":            # a quarantined command: handled again after the commit
+        db.execute("UPDATE messages SET status = 'rejected', reason = 'handled again: ' || reason WHERE id = ?",
+                   (message["id"],))
+        forget_handled(db, lst, "%s %s" % (message["recipient"].lower(), message["message_id"]))
+        return "approved command", None
+    thread = thread_by_id(db, message["thread_id"]) if message["thread_id"] else None
+    if thread is None:
+        parent = thread_by_id(db, message["parent_id"]) if message["parent_id"] else None
+        thread = create_thread(db, lst, message["new_thread"] or "", message["subject"] or "", parent,
+                               message["author"])
+    kind = "reply" if message["kind"] == "reply" and thread["messages"] else "first"
+    db.execute("UPDATE messages SET status = 'sending', reason = NULL, kind = ?, thread_id = ?, owner_pid = ?, "
+               "lease_until = ? WHERE id = ?", (kind, thread["id"], os.getpid(), now() + LEASE_SECONDS,
+                                                message["id"]))
+    count_post(db, thread, message["id"], kind)
+    author = member_by_address(db, lst, message["author"])
+    if author is not None and author["status"] != "deleted":
+        set_override(db, thread, author["id"], 1)
+    return "approved", message["id"]
 
 
 # Bounces ####################################################################
 # What decides is the content: a report of a permanent failure counts, even
 # when the reporting MTA marks it Auto-Submitted or Precedence: bulk; delay
-# notices and auto-replies never count (SPEC 5.6).
+# notices and auto-replies never count (README: Bounces).
 
 # Non-DSN failure reports: qmail's QSBMF, Exim, Sendmail's text, and others.
 FAILURE_TEXT = Pattern(
@@ -1912,6 +2605,12 @@ def bounce_report(raw):
     return "unknown", []
 
 
+def part_text(part):
+    """The decoded text of a part of a report (parsed by the email package)."""
+    payload = part.get_payload(decode=True)
+    return decode_text(payload if isinstance(payload, bytes) else b"", part.get_content_charset())
+
+
 def failed_in_text(msg, text):
     """The addresses a text report names: X-Failed-Recipients (Exim, Gmail), <a@b>, a line holding one address."""
     found = [a.strip().lower() for a in str(msg.get("X-Failed-Recipients") or "").split(",") if "@" in a]
@@ -1969,45 +2668,52 @@ def dsn_report(blocks):
     return ("delayed" if delayed else "unknown"), []
 
 
+def prepare_bounce(d):
+    """Before the lock: what the report says (content; never an error)."""
+    try:
+        d.report = bounce_report(d.mail.raw)
+    except Exception:                           # a report too broken to read reports nothing
+        d.log.traceback()
+        d.report = ("unknown", [])
+
+
 def bounce(d):
     """L-bounces-USER=HOST (VERP) or L-bounces (addresses from the report)."""
-    kind, addresses = bounce_report(d.raw)
+    kind, addresses = d.report
     if d.command.arg:
         user, _, host = d.command.arg.rpartition("=")
         addresses = ["%s@%s" % (user, host)] if user else []
     counted, disabled, unknown = [], [], []
-    with write(d.db):
-        for address in addresses if kind == "failed" else []:
-            member = member_by_address(d.db, d.lst, address)
-            if member is None or member["status"] == "deleted":
-                unknown.append(address)
-            elif count_bounce(d.db, d.lst, d.settings, member):
-                counted.append(address)
-                if d.db.execute("SELECT status FROM members WHERE id = ?", (member["id"],)).fetchone()[0] \
-                        == "disabled" and member["status"] != "disabled":
-                    disabled.append(address)
+    for address in addresses if kind == "failed" else []:
+        member = member_by_address(d.db, d.lst, address)
+        if member is None or member["status"] == "deleted":
+            unknown.append(address)
+        elif count_bounce(d.db, d.settings, member):
+            counted.append(address)
+            if member_by_id(d.db, member["id"])["status"] == "disabled" and member["status"] != "disabled":
+                disabled.append(address)
     for address in disabled:
-        for owner in owners(d):
-            send_notice(d, owner, "%s disabled on %s after bounces" % (address, d.lst["name"]),
-                        "Mail to %s kept bouncing, so delivery to this member of %s is disabled.\n"
-                        "They get warnings and are removed after %s unless they write to %s.\n"
-                        % (address, d.lst["name"], plural(int(d.settings["bounce_remove_days"]), "day"),
-                           list_address(d.lst, "set-mail")))
+        for owner in owners(d.settings):
+            notify(d, owner, "%s disabled on %s after bounces" % (address, d.lst["name"]),
+                   "Mail to %s kept bouncing, so delivery to this member of %s is disabled.\n"
+                   "They get warnings and are removed after %s unless they write to %s.\n"
+                   % (address, d.lst["name"], plural(d.settings["bounce_remove_days"], "day"),
+                      list_address(d.lst, "set-mail")))
     d.outcome = "bounce %s for=%s counted=%s disabled=%s unknown=%s" % (
         kind, ",".join(addresses) or "-", ",".join(counted) or "-", ",".join(disabled) or "-",
         ",".join(unknown) or "-")
 
 
-def count_bounce(db, lst, settings, member):
+def count_bounce(db, settings, member):
     """Add one to the member's score, at most once a UTC day; disable at the threshold."""
     today = utc(now(), "%Y-%m-%d")
     last = member["bounce_last"]
     if last == today:
         return False
-    stale = last is None or days_since(last, parse_utc(today)) > int(settings["bounce_stale_days"])  # whole days
+    stale = last is None or days_since(last, parse_utc(today)) > settings["bounce_stale_days"]  # whole days
     score = 1 if stale else member["bounce_score"] + 1
     db.execute("UPDATE members SET bounce_score = ?, bounce_last = ? WHERE id = ?", (score, today, member["id"]))
-    if score >= int(settings["bounce_threshold"]) and member["status"] == "active":
+    if score >= settings["bounce_threshold"] and member["status"] == "active":
         db.execute("UPDATE members SET status = 'disabled', disabled_at = ?, probes = 0, last_probe = NULL "
                    "WHERE id = ?", (utc(now()), member["id"]))
     return True
@@ -2021,133 +2727,128 @@ def reenable(d):
     d.member = member_by_address(d.db, d.lst, d.member["address"])
 
 
-def forward_to_owners(d):
-    """L-owner: the message as it came, to the owners, envelope L-bounces@D (SPEC 5.6)."""
+def prepare_forward_to_owners(d):
+    """L-owner: the message as it came (its header block repaired), to the
+    owners, envelope L-bounces@D (README: Bounces); sent before the (short)
+    transaction that records it."""
     if rule_loop(d) is not None:
         raise Discard(rule_loop(d))
-    run_sendmail(d.cfg, ["-f", bounce_address(d.lst)], owners(d), d.raw)
-    d.outcome = "forwarded to the owners"
+    mail = d.mail
+    repaired = b"".join([header_line(f) for f in mail.fields] + [b"\n", memoryview(mail.raw)[mail.body_at:]])
+    run_sendmail(d.cfg, ["-f", bounce_address(d.lst)], owners(d.settings), repaired)
 
-# What each address of a list runs: deliver() looks the command up here.
-# Mail to the PASSIVE ones does not re-enable a member disabled by bounces.
-PASSIVE = ("post", "new", "reply", "thread-new", "bounces", "owner", "approve", "reject")
-HANDLERS = {
-    "post": post, "new": post, "reply": post, "thread-new": post,
-    "thread-subscribe": follow_thread, "thread-unsubscribe": follow_thread,
-    "set": change_setting, "threads": send_threads, "help": send_help,
-    "subscribe": subscribe, "unsubscribe": unsubscribe, "confirm": confirm,
-    "approve": owner_action, "reject": owner_action,
-    "bounces": bounce, "owner": forward_to_owners,
-}
+
+def forward_to_owners(d):
+    d.outcome = "forwarded to the owners"
 
 
 # Digests & cron ############################################################
-# `mlmpipe.py cron`, every few minutes: expiry, idle threads, and the bounce
-# housekeeping of SPEC 5.6.  Digests arrive with the digest issue.
-
-class Housekeeping:
-    """What cron needs to send mail for a list: the shape send_notice expects."""
-
-    def __init__(self, cfg, db, lst):
-        self.cfg, self.db, self.lst = cfg, db, lst
-        self.settings = list_settings(db, lst)
-        self.msg = None
-
+# `mlmpipe.py cron`, every few minutes: distributions and notices a dead
+# process left behind, expiry, idle threads, and the bounce housekeeping of
+# README's Bounces.  Digests arrive with the digest issue.
 
 def cmd_cron(cfg, args):
     db = open_db(cfg)
     log = Log(cfg.log)
+    clean_spool(cfg)
     for lst in db.execute("SELECT * FROM lists ORDER BY id").fetchall():
-        h = Housekeeping(cfg, db, lst)
-        done = finish_orphans(h, log) + expire(h) + close_idle_threads(h) + bounce_housekeeping(h)
+        settings = list_settings(db, lst)
+        done = (finish_orphans(cfg, db, log, lst) + expire(db, lst) + close_idle_threads(db, lst, settings)
+                + bounce_housekeeping(cfg, db, lst, settings))
+        left = send_outbox(cfg, db, lst)
+        done += ["notices_sent=%d" % left] * bool(left)
         log("cron list=%s %s" % (lst["name"], " ".join(done) or "nothing to do"))
     return 0
 
 
-def finish_orphans(h, log):
+def clean_spool(cfg):
+    """Spool files older than a day: left by processes that died before their commit."""
+    spool = os.path.join(cfg.archive, "spool")
+    for name in os.listdir(spool) if os.path.isdir(spool) else ():
+        path = os.path.join(spool, name)
+        try:
+            if os.stat(path).st_mtime < time.time() - 86400:
+                os.remove(path)
+        except OSError:
+            pass
+
+
+def finish_orphans(cfg, db, log, lst):
     """Finish distributions whose process died and whose MTA gave up on them
     (Postfix bounces a message after command_time_limit instead of retrying)."""
     finished = []
-    for row in h.db.execute("SELECT * FROM messages WHERE list_id = ? AND status = 'sending'",
-                            (h.lst["id"],)).fetchall():
-        d = Delivery(h.cfg, h.db, log, b"\n", False, row["recipient"], row["sender"])
-        d.lst, d.settings = h.lst, h.settings
+    for row in messages_with_status(db, lst, "sending"):
         try:
-            with write(h.db):
-                d.existing = message_by_message_id(h.db, h.lst, row["message_id"])
-                if d.existing["status"] != "sending":
-                    continue
-                resume(d)                 # refuses while its own process is alive
-        except Temporary:
+            (recipients, _), outcome = distribute(cfg, db, log, row["id"])
+        except Temporary:                       # still being sent, or not in the archive yet
             continue
-        distribute(d)
-        finish(d)
-        finished.append("%s(%d recipients)" % (row["message_id"], d.recipients))
+        finished.append("%s(%d recipients, %s)" % (row["message_id"], recipients, outcome))
     return ["orphans_finished=%s" % ",".join(finished)] * bool(finished)
 
 
-def expire(h):
-    """Drop expired tokens; reject held messages nobody decided on in time."""
+def expire(db, lst):
+    """Drop expired tokens and old records; reject held messages nobody decided on in time."""
     t = now()
-    with write(h.db):
-        tokens = h.db.execute("DELETE FROM tokens WHERE list_id = ? AND expires < ?", (h.lst["id"], t)).rowcount
-        held = h.db.execute("UPDATE messages SET status = 'rejected', reason = 'expired: ' || reason "
-                            "WHERE list_id = ? AND status = 'held' AND received < ?",
-                            (h.lst["id"], utc(t - TOKEN_DAYS * 86400))).rowcount
+    with write(db):
+        tokens = db.execute("DELETE FROM tokens WHERE list_id = ? AND expires < ?", (lst["id"], t)).rowcount
+        held = db.execute("UPDATE messages SET status = 'rejected', reason = 'expired: ' || reason "
+                          "WHERE list_id = ? AND status = 'held' AND received < ?",
+                          (lst["id"], utc(t - TOKEN_DAYS * 86400))).rowcount
+        db.execute("DELETE FROM handled WHERE list_id = ? AND created < ?", (lst["id"], t - TOKEN_DAYS * 86400))
+        db.execute("DELETE FROM outbox WHERE list_id = ? AND sent < ?", (lst["id"], t - TOKEN_DAYS * 86400))
     return ["tokens_expired=%d" % tokens] * bool(tokens) + ["held_expired=%d" % held] * bool(held)
 
 
-def close_idle_threads(h):
-    days = int(h.settings["thread_idle_days"])
+def close_idle_threads(db, lst, settings):
+    days = settings["thread_idle_days"]
     if days <= 0:
         return []
-    with write(h.db):
-        closed = h.db.execute("UPDATE threads SET status = 'closed' WHERE list_id = ? "
-                              "AND status IN ('new', 'active') AND coalesce(last_post, created) < ?",
-                              (h.lst["id"], utc(now() - days * 86400))).rowcount
+    with write(db):
+        closed = db.execute("UPDATE threads SET status = 'closed' WHERE list_id = ? "
+                            "AND status IN ('new', 'active') AND coalesce(last_post, created) < ?",
+                            (lst["id"], utc(now() - days * 86400))).rowcount
     return ["threads_closed=%d" % closed] * bool(closed)
 
 
-def bounce_housekeeping(h):
+def bounce_housekeeping(cfg, db, lst, settings):
     """Warn members disabled by bounces (PROBES times), then remove them."""
-    t, lst = now(), h.lst
-    remove_days = int(h.settings["bounce_remove_days"])
+    t = now()
+    remove_days = settings["bounce_remove_days"]
     every = remove_days / PROBES
     probed, removed = [], []
-    for member in h.db.execute(
-            "SELECT m.*, s.address FROM members m JOIN subscribers s ON s.id = m.subscriber_id "
-            "WHERE m.list_id = ? AND m.status = 'disabled' AND m.disabled_at IS NOT NULL",
-            (lst["id"],)).fetchall():
-        if days_since(member["disabled_at"], t) >= remove_days:
-            with write(h.db):
-                h.db.execute("UPDATE members SET status = 'deleted' WHERE id = ?", (member["id"],))
-            removed.append(member["address"])
-        elif member["probes"] < PROBES and (member["last_probe"] is None
-                                            or days_since(member["last_probe"], t) >= every):
-            send_probe(h, member, remove_days)
-            with write(h.db):
-                h.db.execute("UPDATE members SET probes = probes + 1, last_probe = ? WHERE id = ?",
-                             (utc(t), member["id"]))
-            probed.append(member["address"])
-    for address in removed:
-        for owner in owners(h):
-            send_notice(h, owner, "%s removed from %s after bounces" % (address, lst["name"]),
+    source = "cron %s" % utc(t)
+    for member in members_with_status(db, lst, "disabled"):
+        if member["disabled_at"] is None:
+            continue
+        with write(db):
+            if days_since(member["disabled_at"], t) >= remove_days:
+                db.execute("UPDATE members SET status = 'deleted' WHERE id = ?", (member["id"],))
+                removed.append(member["address"])
+                for owner in owners(settings):
+                    queue_notice(db, lst, source, owner, "%s removed from %s after bounces" % (
+                        member["address"], lst["name"]),
                         "Mail to %s bounced until delivery was disabled, and %s later it still had not "
                         "come back, so it is no longer a member of %s.\n"
-                        % (address, plural(remove_days, "day"), lst["name"]))
+                        % (member["address"], plural(remove_days, "day"), lst["name"]))
+            elif member["probes"] < PROBES and (member["last_probe"] is None
+                                                or days_since(member["last_probe"], t) >= every):
+                queue_probe(db, lst, source, member, remove_days)
+                db.execute("UPDATE members SET probes = probes + 1, last_probe = ? WHERE id = ?",
+                           (utc(t), member["id"]))
+                probed.append(member["address"])
     return ["probed=%s" % ",".join(probed)] * bool(probed) + ["removed=%s" % ",".join(removed)] * bool(removed)
 
 
-def send_probe(h, member, remove_days):
+def queue_probe(db, lst, source, member, remove_days):
     """A warning sent with the member's VERP envelope, so a bounce of it is seen too."""
-    lst, address = h.lst, member["address"]
+    address = member["address"]
     until = utc(parse_utc(member["disabled_at"]) + remove_days * 86400, "%Y-%m-%d")
-    send_notice(h, address, "Your mail from %s is paused" % lst["name"],
-                "Mail from the list %s to %s has been bouncing, so the list stopped sending to you.\n"
-                "To get the list's mail again, write to mailto:%s\n"
-                "Unless you do, you will be removed from the list on %s.\n"
-                % (lst["name"], address, list_address(lst, "set-mail"), until),
-                envelope=bounce_address(lst, address))
+    queue_notice(db, lst, source, address, "Your mail from %s is paused" % lst["name"],
+                 "Mail from the list %s to %s has been bouncing, so the list stopped sending to you.\n"
+                 "To get the list's mail again, write to mailto:%s\n"
+                 "Unless you do, you will be removed from the list on %s.\n"
+                 % (lst["name"], address, list_address(lst, "set-mail"), until),
+                 envelope=bounce_address(lst, address))
 
 
 # Admin subcommands ##########################################################
@@ -2180,7 +2881,7 @@ def cmd_init(cfg, args):
     if not cfg.secret:
         write_secret(cfg.path, os.urandom(32).hex())
         print("wrote a new secret into %s" % cfg.path)
-    print("database %s ready (schema version %d), archive %s" % (cfg.database, SCHEMA_VERSION, cfg.archive))
+    print("database %s ready (schema version %d), archive %s" % (cfg.database, read_schema().version, cfg.archive))
     return 0
 
 
@@ -2264,15 +2965,12 @@ def cmd_config(cfg, args):
     if value is None:
         print(settings[key])
         return 0
-    if key in LIST_CHOICES and value not in LIST_CHOICES[key]:
-        raise AdminError("%s must be one of %s" % (key, ", ".join(LIST_CHOICES[key])))
-    if key in LIST_NUMBERS and not value.isdigit():
-        raise AdminError("%s must be a whole number" % key)
-    if key == "owners" and not all(valid_address(o.strip()) for o in value.split(",")):
-        raise AdminError("owners must be comma-separated mail addresses")
+    try:
+        checked_setting(key, value)
+    except ValueError as exc:
+        raise AdminError(str(exc))
     with write(db):
-        set_list_setting(db, lst, key, clean_header(value) if key != "subject_prefix" else
-                         value.replace("\r", "").replace("\n", ""))
+        set_list_setting(db, lst, key, value)
     print("%s = %s" % (key, value))
     return 0
 
@@ -2359,11 +3057,12 @@ def cmd_thread(cfg, args):
 
 
 def cmd_held(cfg, args):
+    """The held messages and requests; with TOKEN, one held message's header and text."""
     db = open_db(cfg)
     lst = need_list(db, args["LIST"])
-    rows = db.execute("SELECT m.*, t.nonce FROM messages m LEFT JOIN tokens t ON t.message = m.id "
-                      "AND t.purpose = 'hold' WHERE m.list_id = ? AND m.status = 'held' ORDER BY m.id",
-                      (lst["id"],)).fetchall()
+    rows = db.execute("SELECT m.*, (SELECT t.nonce FROM tokens t WHERE t.message = m.id AND t.purpose = 'hold' "
+                      "AND t.used_by IS NULL ORDER BY t.expires DESC LIMIT 1) AS nonce FROM messages m "
+                      "WHERE m.list_id = ? AND m.status = 'held' ORDER BY m.id", (lst["id"],)).fetchall()
     out = [{"token": r["nonce"] and r["nonce"] + token_tag(cfg, lst, "hold", r["nonce"]), "id": r["id"],
             "reason": r["reason"], "sender": r["author"] or r["sender"],
             "subject": r["subject"], "received": r["received"]} for r in rows]
@@ -2373,6 +3072,19 @@ def cmd_held(cfg, args):
             for r in db.execute("SELECT * FROM tokens WHERE list_id = ? AND purpose = 'join' AND expires > ? "
                                 "AND used_by IS NULL",
                                 (lst["id"], now()))]
+    if args["TOKEN"]:
+        one = [r for r in out if args["TOKEN"].lower() in (r["token"], str(r["id"]))]
+        if not one or one[0]["id"] is None:
+            raise AdminError("no held message of %s has the token or number %s" % (lst["name"], args["TOKEN"]))
+        message = message_by_id(db, one[0]["id"])
+        mail = Mail(read_archived(cfg, message))
+        print("".join(header_line(f).decode("ascii") for f in mail.fields), end="")
+        print("\n(held: %s)\n" % message["reason"])
+        try:
+            print(read_archived(cfg, message, ".txt").decode("utf-8", "replace"))
+        except FileNotFoundError:
+            print(plain_text_of_html(text_of(mail.raw[mail.body_at:mail.body_at + 65536])))
+        return 0
     if args["--json"]:
         print_json(out)
     for r in [] if args["--json"] else out:
@@ -2390,35 +3102,41 @@ def cmd_reject(cfg, args):
 
 def held_action(cfg, args, action):
     """approve/reject by token (from the owners' notice) or by held message number."""
-    db = open_db(cfg)
+    db, log = open_db(cfg), Log(cfg.log)
     lst = need_list(db, args["LIST"])
     token = args["TOKEN"]
-    once = "command line %d %f" % (os.getpid(), time.time())
-    with write(db):
-        row = take_token(db, cfg, lst, "hold", token, once) or take_token(db, cfg, lst, "join", token, once)
-    if row is not None and row["purpose"] == "join":
-        d = Delivery(cfg, db, Log(cfg.log), b"\n", False, list_address(lst), "")
-        d.lst, d.settings = lst, list_settings(db, lst)
-        print("%s: %s" % (decide_join(d, row["address"], action == "approve"), row["address"]))
-        return 0
-    message_row = row["message"] if row else int(token) if token.isdigit() else None
-    message = db.execute("SELECT * FROM messages WHERE id = ? AND list_id = ? AND status = 'held'",
-                         (message_row, lst["id"])).fetchone()
-    if message is None:
-        raise AdminError("no held message of %s has the token or number %s" % (lst["name"], token))
     os.umask(0o077)
-    d = Delivery(cfg, db, Log(cfg.log), read_archived(cfg, message), False, message["recipient"],
-                 message["sender"])
-    d.lst, d.settings = lst, list_settings(db, lst)
-    d.member = member_by_address(db, lst, d.author)
-    if action == "approve":
-        approve_held(d, message)
-        said = "sent message %d to %s of %s in thread %s" % (
-            message["id"], plural(d.recipients, "recipient"), lst["name"], d.thread["name"])
-    else:
-        reject_held(d, message, args["--reason"] or "")
-        said = "rejected message %d" % message["id"]
-    d.log("list=%s message=<%s> outcome=%s by the command line" % (lst["name"], d.message_id, said))
+    row = peek_token(db, cfg, lst, "hold", token) or peek_token(db, cfg, lst, "join", token)
+    message_row = row["message"] if row else int(token) if token.isdigit() else None
+    message = message_by_id(db, message_row) if message_row is not None else None
+    if row is None and (message is None or message["list_id"] != lst["id"] or message["status"] != "held"):
+        raise AdminError("no held message of %s has the token or number %s" % (lst["name"], token))
+    approve = action == "approve"
+    if message is not None and approve:
+        prepare_approval(cfg, message)
+        if unreadable(cfg, message):
+            raise AdminError("message %d still cannot be read (%s); it stays held" % (message["id"], message["reason"]))
+    source = "command line %d %f" % (os.getpid(), time.time())
+    with write(db):
+        if row is not None and take_token(db, cfg, lst, row["purpose"], token, source) is None:
+            raise AdminError("the token %s is used or expired" % token)
+        if row is not None and row["purpose"] == "join":
+            said = "%s: %s" % (decide_join(db, cfg, lst, source, row["address"], approve), row["address"])
+            message = None
+        else:
+            message = message_by_id(db, message["id"])
+            outcome, distribute_id = decide_held(db, cfg, lst, source, message, approve, args["--reason"] or "")
+    send_outbox(cfg, db, lst, source=source)
+    if message is not None:
+        said = "%s message %d" % (outcome, message["id"])
+        if distribute_id is not None:
+            (recipients, _), sent = distribute(cfg, db, log, distribute_id)
+            message = message_by_id(db, message["id"])
+            said = "%s: %s to %s of %s in thread %s" % (said, sent, plural(recipients, "recipient"), lst["name"],
+                                                        thread_by_id(db, message["thread_id"])["name"])
+        elif approve and message["kind"] == "command":
+            said += ": " + redeliver(cfg, db, log, message)
+    log("list=%s outcome=%s by the command line" % (lst["name"], said))
     print(said)
     return 0
 

@@ -59,7 +59,6 @@ CREATE TABLE IF NOT EXISTS threads (
                CHECK (status IN ('new', 'active', 'closed', 'perpetual')),
     parent_id  INTEGER REFERENCES threads(id),
     originator TEXT,
-    first_message INTEGER,                       -- messages.id
     messages   INTEGER NOT NULL DEFAULT 0,
     created    TEXT NOT NULL DEFAULT (datetime('now')),
     last_post  TEXT,
@@ -67,15 +66,20 @@ CREATE TABLE IF NOT EXISTS threads (
     UNIQUE (list_id, number)
 );
 
--- Every post mlmpipe accepted or held.  The raw message and its renderings
--- live in the archive as LIST_ID/ID.eml, .txt and .html.
+-- Every message mlmpipe stored: posts accepted (sending, sent), held or
+-- quarantined (held, reason "error: ..."), rejected.  The raw message and
+-- its renderings live in the archive as LIST_ID/ID.eml, .txt and .html.
+-- Its distribution plan: kind and thread_id (a held first message has
+-- new_thread and parent_id instead: its thread is made when it is approved).
 CREATE TABLE IF NOT EXISTS messages (
     id          INTEGER PRIMARY KEY,
     list_id     INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
     thread_id   INTEGER REFERENCES threads(id),
     message_id  TEXT NOT NULL,                   -- Message-ID without <>
     recipient   TEXT NOT NULL,                   -- the list address it came to
-    kind        TEXT NOT NULL DEFAULT 'post' CHECK (kind IN ('post', 'first', 'reply', 'summary')),
+    kind        TEXT NOT NULL DEFAULT 'post',    -- first, reply, summary, digest, watch; command (quarantined)
+    new_thread  TEXT,                            -- base name of the thread its approval makes
+    parent_id   INTEGER REFERENCES threads(id),  -- that thread's parent
     author      TEXT,
     sender      TEXT,
     subject     TEXT,
@@ -88,6 +92,7 @@ CREATE TABLE IF NOT EXISTS messages (
     UNIQUE (list_id, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_thread ON messages (thread_id, id);
+CREATE INDEX IF NOT EXISTS messages_status ON messages (list_id, status);
 
 -- A member's per-thread choice: follow (1) or not (0), and digest mode.
 CREATE TABLE IF NOT EXISTS overrides (
@@ -97,6 +102,7 @@ CREATE TABLE IF NOT EXISTS overrides (
     digest     TEXT CHECK (digest IN ('daily', 'weekly', 'monthly')),
     PRIMARY KEY (thread_id, member_id)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS overrides_member ON overrides (member_id);
 
 -- Fan-out progress: per message and variant, the last member id whose batch
 -- sendmail accepted.  A retried delivery resumes after it.
@@ -104,7 +110,6 @@ CREATE TABLE IF NOT EXISTS progress (
     message     INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
     variant     TEXT NOT NULL,                   -- FORMAT/follower or FORMAT/other
     last_member INTEGER NOT NULL,
-    batches     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (message, variant)
 ) WITHOUT ROWID;
 
@@ -120,8 +125,41 @@ CREATE TABLE IF NOT EXISTS tokens (
     expires  REAL NOT NULL,
     used_by  TEXT              -- Message-ID that used it: the MTA's retry of that message may again
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tokens_message ON tokens (message);
 
-PRAGMA user_version = 2;
+-- Incoming messages whose decision is committed, by list and source (the
+-- address it came to and its Message-ID): the MTA's retry of one only sends
+-- what is left of its outbox and distribution.
+CREATE TABLE IF NOT EXISTS handled (
+    list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+    source  TEXT NOT NULL,
+    message INTEGER REFERENCES messages(id) ON DELETE SET NULL,   -- what it distributes
+    outcome TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (list_id, source)
+) WITHOUT ROWID;
+
+-- Notices decided in a transaction, sent after its commit (README: Faults).
+CREATE TABLE IF NOT EXISTS outbox (
+    id          INTEGER PRIMARY KEY,
+    list_id     INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+    source      TEXT NOT NULL,                   -- the incoming message (handled.source) or "cron ..."
+    recipient   TEXT NOT NULL,
+    envelope    TEXT,                            -- NULL: L-bounces@D
+    subject     TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    reply_to    TEXT,
+    in_reply_to TEXT,
+    digest      TEXT,                            -- "text:ID,..." or "mime:ID,...": a catch-up digest
+    created     REAL NOT NULL,
+    owner_pid   INTEGER,                         -- the process sending it
+    lease_until REAL,
+    sent        REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_source ON outbox (list_id, source);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (list_id, sent);
+
+PRAGMA user_version = 3;
 
 -- Migrations ###################################################################
 -- "-- to N" starts the statements that bring a version N-1 database to N.
@@ -130,3 +168,35 @@ PRAGMA user_version = 2;
 ALTER TABLE members ADD COLUMN probes INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE members ADD COLUMN last_probe TEXT;
 ALTER TABLE tokens ADD COLUMN used_by TEXT;
+
+-- to 3
+-- messages: kinds beyond the first four, and the plan of a held first message
+CREATE TABLE messages_v3 (
+    id          INTEGER PRIMARY KEY,
+    list_id     INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+    thread_id   INTEGER REFERENCES threads(id),
+    message_id  TEXT NOT NULL,
+    recipient   TEXT NOT NULL,
+    kind        TEXT NOT NULL DEFAULT 'post',
+    new_thread  TEXT,
+    parent_id   INTEGER REFERENCES threads(id),
+    author      TEXT,
+    sender      TEXT,
+    subject     TEXT,
+    status      TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'held', 'rejected')),
+    reason      TEXT,
+    received    TEXT NOT NULL DEFAULT (datetime('now')),
+    sent        TEXT,
+    owner_pid   INTEGER,
+    lease_until REAL,
+    UNIQUE (list_id, message_id)
+);
+INSERT INTO messages_v3 (id, list_id, thread_id, message_id, recipient, kind, author, sender, subject, status,
+                         reason, received, sent, owner_pid, lease_until)
+    SELECT id, list_id, thread_id, message_id, recipient, kind, author, sender, subject, status,
+           reason, received, sent, owner_pid, lease_until FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_v3 RENAME TO messages;
+-- columns nothing reads
+ALTER TABLE progress DROP COLUMN batches;
+ALTER TABLE threads DROP COLUMN first_message;

@@ -357,6 +357,13 @@ class MList:
             out.append(Call(json.loads(path.read_text())))
         return sorted(out, key=lambda c: c.number)
 
+    def admin_calls(self):
+        """Every recorded call of the admin subcommands (approve, cron ...)."""
+        if not self.admin_spool.exists():
+            return []
+        return sorted((Call(json.loads(p.read_text())) for p in self.admin_spool.glob("*.json")),
+                      key=lambda c: c.number)
+
     def take(self):
         """Calls recorded since the last take()."""
         new = [c for c in self.calls() if c.number not in self._seen]

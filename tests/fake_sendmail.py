@@ -5,8 +5,8 @@ Every call is kept as one JSON file in $FAKE_SENDMAIL_DIR (NNNNNN.json with
 argv, envelope sender, recipients and the message).  Faults for the tests:
 FAKE_SENDMAIL_FAIL_AT=N makes the Nth call (counted across processes) fail
 without recording, as FAKE_SENDMAIL_FAIL_CODE says: a number (default 75) is
-the exit code; "kill" kills this call with SIGKILL; "hang" sleeps for an
-hour (for sendmail_timeout); "killparent" SIGKILLs the mlmpipe that called it,
+the exit code; "kill" kills this call with SIGKILL; "hang" sleeps for
+$FAKE_SENDMAIL_HANG seconds (default an hour; for sendmail_timeout); "killparent" SIGKILLs the mlmpipe that called it,
 so mlmpipe dies between batches, before this batch is accepted.
 """
 import json
@@ -36,7 +36,7 @@ def main():
             os.kill(os.getpid(), signal.SIGKILL)
         if code == "hang":
             import time
-            time.sleep(3600)
+            time.sleep(float(os.environ.get("FAKE_SENDMAIL_HANG", "3600")))
         if code == "killparent":
             os.kill(os.getppid(), signal.SIGKILL)
             return 75

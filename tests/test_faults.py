@@ -351,7 +351,8 @@ def test_sendmail_fails_on_a_reply_of_an_existing_thread(flist, make_list):
 def test_sendmail_fails_on_a_command_answer(flist, fault):
     """L-THREAD-subscribe whose acknowledgement sendmail refuses: the retry
     answers once, with the catch-up of the earlier messages (the control
-    run, without the fault, shows the same answer)."""
+    run, without the fault, shows the same answer): the answer and its
+    catch-up were decided in the committed transaction (the outbox)."""
     ml = flist
     thread, first_id, _ = ml.new_thread("M01 <m01@example.com>")
     ml.post(make_msg("M02 <m02@example.com>", ml.addr(thread), "Re: deadlines",
@@ -404,8 +405,9 @@ def test_sendmail_fails_while_an_approved_message_goes_out(flist):
 
 
 def test_sendmail_fails_on_the_welcome(flist):
-    """L-confirm-TOKEN whose welcome sendmail refuses: nothing changed, and
-    the retry makes the member and welcomes her once."""
+    """L-confirm-TOKEN whose welcome sendmail refuses: the decision is
+    committed (she is a member; the welcome waits in the outbox), and the
+    retry welcomes her once."""
     ml = flist
     newcomer = "newcomer@example.org"
     asked = ml.command(newcomer, "subscribe")
@@ -415,7 +417,7 @@ def test_sendmail_fails_on_the_welcome(flist):
     proc = ml.deliver(answer, to=to, env={"FAKE_SENDMAIL_FAIL_AT": str(calls_so_far(ml) + 1),
                                           "FAKE_SENDMAIL_FAIL_CODE": "1"})
     assert_temporary(ml, proc)
-    assert ml.take() == [] and newcomer not in ml.members()
+    assert ml.take() == [] and ml.members()[newcomer]["status"] == "active"
     proc = ml.deliver(answer, to=to)
     assert proc.returncode == 0, ml.explain(proc)
     welcomes = replies(ml.take())

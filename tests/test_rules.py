@@ -67,7 +67,7 @@ def test_cli_approve_by_token(mixed):
     mixed.take()
     token = held_tokens(mixed)["Approve me"]["token"]
     proc = mixed.cli("approve", mixed.name, token)
-    assert b"sent message" in proc.stdout
+    assert b"approved message" in proc.stdout
     assert [t["subject"] for t in mixed.threads().values()] == ["Approve me"]
 
 

@@ -73,6 +73,10 @@ def test_recipient_address_sources_in_order():
 @pytest.mark.parametrize("address, ok", [
     ("ann@example.org", True), ("a.b+c@x.y", True), ("-fevil@x", False), ("a b@x", False),
     ("a@b@c", False), ("ann", False), ("a\n@x", False), ("", False), ("a@x\r", False),
+    ("root,attacker@evil.test", False), ('"-fevil"@x.org', False), ("a;b@x.org", False),
+    ("a(b)@x.org", False), ("a:b@x.org", False), ("<a@x.org>", False), ("a@x.org,b@y.org", False),
+    ("a..b@x.org", False), ("o'brien@x.org", True), ("user=host.org@x.org", True), ("café@x.org", False),
+    ("a@-x.org", False), ("a@[127.0.0.1]", False), ("x" * 65 + "@x.org", False),
 ])
 def test_valid_address(address, ok):
     assert mlmpipe.valid_address(address) is ok
@@ -110,7 +114,7 @@ def test_verp_calls():
 def db():
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.row_factory = sqlite3.Row
-    conn.executescript(mlmpipe.read_schema()[0])
+    conn.executescript(mlmpipe.read_schema().script)
     conn.execute("INSERT INTO lists (name, domain) VALUES ('sys', 'l.org')")
     return conn
 
@@ -191,25 +195,58 @@ def test_html_to_text():
 
 
 def test_analyse_shapes():
-    alt = parse(b'Content-Type: multipart/alternative; boundary="b"\n\n--b\nContent-Type: text/plain\n\nplain\n'
-                b'--b\nContent-Type: text/html\n\n<p>rich</p>\n--b--\n')
+    alt = mlmpipe.Mail(b'Content-Type: multipart/alternative; boundary="b"\n\n--b\nContent-Type: text/plain\n\n'
+                       b'plain\n--b\nContent-Type: text/html\n\n<p>rich</p>\n--b--\n')
     body = mlmpipe.analyse(alt)
     assert body.text.strip() == "plain" and body.html.strip() == "<p>rich</p>" and not body.attachments
-    mixed = parse(b'Content-Type: multipart/mixed; boundary="m"\n\n--m\nContent-Type: text/plain\n\nsee file\n'
-                  b'--m\nContent-Type: application/pdf\nContent-Disposition: attachment; filename="a.pdf"\n'
-                  b'Content-Transfer-Encoding: base64\n\nJVBERi0=\n--m--\n')
+    mixed = mlmpipe.Mail(b'Content-Type: multipart/mixed; boundary="m"\n\n--m\nContent-Type: text/plain\n\n'
+                         b'see file\n--m\nContent-Type: application/pdf\n'
+                         b'Content-Disposition: attachment; filename="a.pdf"\n'
+                         b'Content-Transfer-Encoding: base64\n\nJVBERi0=\n--m--\n')
     body = mlmpipe.analyse(mixed)
     assert body.text.strip() == "see file" and len(body.attachments) == 1
-    signed = parse(b'Content-Type: multipart/signed; protocol="application/pgp-signature"; boundary="s"\n\n'
-                   b'--s\nContent-Type: text/plain\n\nsigned\n--s\nContent-Type: application/pgp-signature\n\n'
-                   b'SIG\n--s--\n')
+    attachment = body.attachments[0]
+    assert mixed.raw[attachment.start:attachment.end].endswith(b"\n\nJVBERi0=")
+    assert attachment.payload(mixed.raw) == b"%PDF-"
+    signed = mlmpipe.Mail(b'Content-Type: multipart/signed; protocol="application/pgp-signature"; boundary="s"\n\n'
+                          b'--s\nContent-Type: text/plain\n\nsigned\n--s\n'
+                          b'Content-Type: application/pgp-signature\n\nSIG\n--s--\n')
     assert mlmpipe.analyse(signed).opaque
 
 
-def test_header_fields_keep_folding():
-    fields, body = mlmpipe.header_fields(b"A: 1\nB: 2\n  more\nC: 3\n\nbody\n")
-    assert [n for n, _ in fields] == ["a", "b", "c"]
-    assert fields[1][1] == b"B: 2\n  more\n" and body == b"body\n"
+@pytest.mark.parametrize("raw, text", [
+    (b"Content-Type: multipart/mixed\n\nno boundary at all\n", "no boundary at all\n"),
+    (b'Content-Type: multipart/mixed; boundary="zz"\n\nthe boundary never comes\n', "the boundary never comes\n"),
+    (b"Content-Type: text/plain; charset=idna\n\nidna \xc3\xa9\n", "idna \u00e9\n"),
+    (b"Content-Type: text/plain; charset=undefined\n\nx\xe9\n", "x\u00e9\n"),
+    (b"Content-Type: text/plain; charset=rot13\n\nabc\n", "abc\n"),
+    (b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\naGVsbG8g!!d29ybGQ\n", "hello world"),
+])
+def test_broken_mime_is_still_read(raw, text):
+    assert mlmpipe.analyse(mlmpipe.Mail(raw)).text == text
+
+
+def test_deep_and_wide_mime_trees_are_bounded():
+    deep = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (i, i) for i in range(250))
+    mail = mlmpipe.Mail(deep + b"Content-Type: text/plain\n\nbottom\n")
+    depth, part = 0, mail.tree
+    while part.children:
+        depth, part = depth + 1, part.children[0]
+    assert depth == mlmpipe.MAX_DEPTH
+    wide = b'Content-Type: multipart/mixed; boundary="w"\n\n' + b"--w\n\nx\n" * 5000 + b"--w--\n"
+    assert len(mlmpipe.Mail(wide).tree.children) == mlmpipe.MAX_PARTS - 1
+
+
+def test_header_fields_are_repaired():
+    raw = (b"From: a@x.org\nno colon here\nX-Foo: a\rList-Unsubscribe: <mailto:evil@x>\n"
+           b"Subject: =?utf-8?q?Hello=0D=0ABcc:_v@x?=\nX-Raw: caf\xc3\xa9\nX-Ok: fine\n  folded\n\nbody\n")
+    mail = mlmpipe.Mail(raw)
+    assert [f.name for f in mail.fields] == ["from", "x-foo", "subject", "x-raw", "x-ok"]
+    lines = b"".join(mlmpipe.header_line(f) for f in mail.fields)
+    assert lines.isascii() and b"\r" not in lines
+    assert b"X-Ok: fine\n  folded\n" in lines                    # clean fields keep their lines
+    assert b"X-Raw: =?utf-8?" in lines
+    assert mail.subject() == "Hello Bcc: v@x"
 
 
 def test_signed_message_is_kept_byte_for_byte():
@@ -217,8 +254,8 @@ def test_signed_message_is_kept_byte_for_byte():
                    b'Content-Type: application/pgp-signature\n\nSIG\n--s--\n')
     raw = (b'From: a@x\nContent-Type: multipart/signed; protocol="application/pgp-signature";\n'
            b' boundary="s"\n\n' + signed_body)
-    footer = mlmpipe.mime_text("-- \nfooter\n", "plain")
-    out = mlmpipe.opaque_with_footer(raw, footer)
+    footer = mlmpipe.text_part("-- \nfooter\n", "plain")
+    out = mlmpipe.opaque_with_footer(mlmpipe.Mail(raw), footer)
     assert signed_body.rstrip(b"\n") in out
     msg = parse(b"MIME-Version: 1.0\n" + out)
     parts = msg.get_payload()
@@ -228,13 +265,19 @@ def test_signed_message_is_kept_byte_for_byte():
 
 
 def test_rewrite_addresses():
-    class D:
-        lst = {"name": "sys", "domain": "l.org"}
-        thread = {"name": "topic3"}
-    value, replaced = mlmpipe.rewrite_addresses("Ann <ann@x.org>, sys-new@l.org, SYS@l.org", D)
+    lst, thread = {"name": "sys", "domain": "l.org"}, {"name": "topic3"}
+    value, replaced = mlmpipe.rewrite_addresses("Ann <ann@x.org>, sys-new@l.org, SYS@l.org", lst, thread)
     assert replaced and value == "Ann <ann@x.org>, sys-topic3@l.org"
-    value, replaced = mlmpipe.rewrite_addresses("ann@x.org, other@l.org", D)
+    value, replaced = mlmpipe.rewrite_addresses("ann@x.org, other@l.org", lst, thread)
     assert not replaced and value == "ann@x.org, other@l.org"
+
+
+def test_html_conversion_is_bounded():
+    import time
+    for markup in ("<p>" + "\n" * 39000 + "x</p>", "a<b " * 9000, "<ol><li>x" * 3000, "<![ endif]><p>ok</p>"):
+        start = time.monotonic()
+        text = mlmpipe.html_to_text(markup)
+        assert time.monotonic() - start < 2 and len(text) <= 4 * len(markup) + 4096
 
 
 def test_deliver_options_parse_without_docopt():
@@ -273,10 +316,13 @@ def test_a_version_1_database_is_migrated(tmp_path):
     old.close()
     cfg = type("Cfg", (), {"database": str(path), "db_timeout": 5})()
     db = mlmpipe.open_db(cfg)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == mlmpipe.SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == mlmpipe.read_schema().version == 3
     row = db.execute("SELECT * FROM members").fetchone()
     assert (row["bounce_score"], row["probes"], row["last_probe"]) == (2, 0, None)
     assert "used_by" in [r[1] for r in db.execute("PRAGMA table_info(tokens)")]
+    assert "new_thread" in [r[1] for r in db.execute("PRAGMA table_info(messages)")]
+    assert {"overrides_member", "tokens_message", "messages_status"} <= {
+        r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     db.close()
     again = mlmpipe.open_db(cfg)                  # opening again migrates nothing twice
     assert again.execute("SELECT count(*) FROM members").fetchone()[0] == 1
@@ -289,7 +335,7 @@ def test_a_version_1_database_is_migrated(tmp_path):
 ])
 def test_plain_answers_are_valid_mime_and_round_trip(text, encoding):
     import email
-    raw = b"From: a@b.org\nMIME-Version: 1.0\n" + mlmpipe.plain_body(text)
+    raw = b"From: a@b.org\nMIME-Version: 1.0\n" + mlmpipe.text_part(text, "plain")
     msg = email.message_from_bytes(raw)
     assert msg.get_content_type() == "text/plain" and msg["Content-Transfer-Encoding"] == encoding
     assert msg.get_payload(decode=True).decode(msg.get_content_charset()) == text
