@@ -4,9 +4,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -206,6 +208,109 @@ def once_each(calls):
     twice = {r: c for r, c in got.items() if len(c) > 1}
     assert not twice, f"recipients with more than one copy: {twice!r}"
     return {r: c[0] for r, c in got.items()}
+
+
+# Processes that may hang or be killed #######################################
+
+class Result:
+    """What a spawned deliver did (like ml.deliver's CompletedProcess)."""
+
+    def __init__(self, returncode, stdout, stderr, seconds):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+        self.stdout_text = stdout.decode("utf-8", "replace")
+        self.stderr_text = stderr.decode("utf-8", "replace")
+        self.seconds = seconds
+
+
+class Spawned:
+    """`deliver` in its own session (so its sendmail children can be found
+    and killed), message from a file, output to files."""
+
+    def __init__(self, ml, raw, to=None, env=None, workdir=None):
+        self.ml = ml
+        work = Path(workdir or ml.root)
+        work.mkdir(parents=True, exist_ok=True)
+        stamp = "%d-%d" % (os.getpid(), time.monotonic_ns())
+        self.inp = work / f"in-{stamp}.eml"
+        self.out = work / f"out-{stamp}"
+        self.err = work / f"err-{stamp}"
+        self.inp.write_bytes(raw)
+        sender = re.search(r"<([^>]+)>", str(parse(raw)["From"]))
+        argv = [sys.executable, str(MLMPIPE), "-c", str(ml.cfg), "deliver",
+                "--recipient=%s" % (to or ml.addr()),
+                "--sender=%s" % (sender.group(1) if sender else "")]
+        with open(self.inp, "rb") as i, open(self.out, "wb") as o, open(self.err, "wb") as e:
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen(argv, stdin=i, stdout=o, stderr=e,
+                                         cwd=str(ml.root), env=ml.env(extra=env),
+                                         start_new_session=True)
+        self.pid = self.proc.pid
+
+    def wait(self, timeout=60):
+        """Wait; on timeout kill the whole session and fail."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_group()
+            self.proc.wait()
+            pytest.fail(f"deliver did not finish within {timeout} s (killed)\n"
+                        + self.ml.explain(self.result()))
+        return self.result(code)
+
+    def result(self, code=None):
+        return Result(self.proc.returncode if code is None else code,
+                      self.out.read_bytes(), self.err.read_bytes(),
+                      time.monotonic() - self.started)
+
+    def group_alive(self):
+        """Is a process of the session still running?  Zombies do not count:
+        a container's PID 1 may never reap the orphans it inherits."""
+        if not os.path.isdir("/proc/self"):
+            try:
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            return True
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.pid and fields[0] != "Z":
+                return True
+        return False
+
+    def wait_group(self, timeout=10):
+        """Wait until no process of the session is left (orphaned sendmail
+        calls finish); False if some are still there after `timeout`."""
+        end = time.monotonic() + timeout
+        while self.group_alive():
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def kill_group(self):
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture
+def spawn():
+    """Factory for Spawned; every session still alive at the end is killed."""
+    made = []
+
+    def factory(*args, **kw):
+        made.append(Spawned(*args, **kw))
+        return made[-1]
+    yield factory
+    for s in made:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+        s.kill_group()
 
 
 # A list in a temporary directory ############################################
