@@ -166,6 +166,19 @@ def test_thread_numbers_increase_per_list(db):
     assert names == ["a1", "thread2", "c3"]
 
 
+def test_thread_names_never_collide(db):
+    """meeting2 + 1 and meeting + 21 were both "meeting21": a name's own
+    trailing digits are dropped now, and a name an older release gave keeps
+    its thread while the new one gets another base."""
+    lst = db.execute("SELECT * FROM lists").fetchone()
+    db.execute("INSERT INTO threads (list_id, number, name) VALUES (?, 1, 'meeting21')", (lst["id"],))
+    db.execute("UPDATE lists SET next_thread = 21")
+    assert mlmpipe.thread_base("meeting2") == "meeting"
+    new = mlmpipe.create_thread(db, lst, mlmpipe.thread_base("meeting"), "", None, None)
+    assert new["name"] == "meetingx21" and new["number"] == 21
+    assert mlmpipe.parse_rest("meetingx21").thread == "meetingx21"
+
+
 def test_recipient_query_uses_indexes(db):
     lst = db.execute("SELECT * FROM lists").fetchone()
     top = mlmpipe.create_thread(db, lst, "t", "", None, None)
