@@ -229,10 +229,6 @@ class Discard(Outcome):
     """Accepted and dropped on purpose (loop, duplicate)."""
 
 
-class Held(Outcome):
-    """Kept for the owners; the MTA's job is done."""
-
-
 class Refuse(Outcome):
     """Permanent refusal; the MTA returns the message to its sender."""
     kind = "permanent"
@@ -1890,8 +1886,9 @@ def finish_handling(d):
     if d.stored is not None and d.spool is not None:
         place_spool(d.cfg, d.spool, d.stored)
     send_outbox(d.cfg, d.db, d.lst, source=d.source)
-    if d.distribute is not None:
-        d.sent, outcome = distribute(d.cfg, d.db, d.log, d.distribute, d.mail)
+    if d.distribute is not None:                 # (this message's own copy, parsed already, if it is the one)
+        same = d.stored is not None and d.stored["id"] == d.distribute
+        d.sent, outcome = distribute(d.cfg, d.db, d.log, d.distribute, d.mail if same else None)
         d.outcome = outcome if d.outcome == "done" or outcome != "sent" else d.outcome
     if d.redeliver is not None:
         d.outcome = "approved command: " + redeliver(d.cfg, d.db, d.log, d.redeliver)
@@ -1904,8 +1901,8 @@ def quarantine(d, exc):
     d.spool = d.spool or spool_write(d.cfg, d.mail.raw, None)
     with write(d.db):
         if handled_message(d.db, d.lst, d.source) is None:
-            d.stored = insert_message(d.db, d, "held", "command" if d.word.handler != "post" else "post",
-                                      reason=reason)
+            kind = "command" if d.word.handler != "post" else d.plan[0] if d.plan else "post"
+            d.stored = insert_message(d.db, d, "held", kind, reason=reason)
             hold_notices(d, d.stored, reason)
             mark_handled(d.db, d.lst, d.source, None, "quarantined")
     d.outcome = "quarantined (%s)" % reason
@@ -2093,7 +2090,7 @@ def distribute(cfg, db, log, message_id, mail=None):
     lst = list_by_id(db, row["list_id"])
     settings, thread = list_settings(db, lst), thread_by_id(db, row["thread_id"])
     try:
-        mail = mail if mail is not None and mail.raw is not None else Mail(read_archived(cfg, row))
+        mail = mail or Mail(read_archived(cfg, row))
         rendering = Rendering(read_archived(cfg, row, ".txt").decode("utf-8", "replace"),
                               read_archived(cfg, row, ".html").decode("utf-8", "replace"))
     except FileNotFoundError:                 # the commit's files never got there: the MTA's retry brings them
@@ -2194,8 +2191,16 @@ def send_outbox(cfg, db, lst, source=None):
             row = claim_notice(db, row_id)
         if row is None:
             continue
-        data = notice_bytes(cfg, db, lst, row)
-        run_sendmail(cfg, ["-f", row["envelope"] or bounce_address(lst)], [row["recipient"]], data)
+        try:
+            data = notice_bytes(cfg, db, lst, row)
+        except Exception as exc:                # a notice mlmpipe cannot build is dropped, never retried forever
+            if environmental(exc):
+                raise
+            Log(cfg.log)("list=%s notice %d to %s dropped: %s: %s" % (
+                lst["name"], row["id"], row["recipient"], type(exc).__name__, exc))
+            data = None
+        if data is not None:
+            run_sendmail(cfg, ["-f", row["envelope"] or bounce_address(lst)], [row["recipient"]], data)
         with write(db):
             db.execute("UPDATE outbox SET sent = ?, owner_pid = NULL WHERE id = ?", (now(), row["id"]))
         sent += 1
@@ -2493,7 +2498,7 @@ def redeliver(cfg, db, log, message):
     find_list(d)
     try:
         handle(d)
-    except (Discard, Held):
+    except Discard:
         pass
     except (Outcome, sqlite3.Error, OSError):
         raise

@@ -7,6 +7,7 @@ import time
 import pytest
 from conftest import (
     OWNER,
+    body_texts,
     TWELVE,
     by_recipient,
     deliveries,
@@ -113,10 +114,16 @@ def test_killed_after_the_commit(flist, spawn, finisher, killed_at):
 
 # One distribution routine ###################################################
 
+BODY = "The post itself, word for word.\n"
+
+
 def received(ml, calls):
-    """{recipient: (format, footer)} of the copies in `calls`, each once."""
+    """{recipient: (format, footer)} of the copies in `calls`, each once;
+    every copy carries the post's own text."""
     out = {}
     for call in deliveries(calls):
+        assert all(BODY.strip() in text for _, text in body_texts(call.msg)), call.raw[:3000]
+        assert str(call.msg["Subject"]) == "[systers] Same post"
         for rcpt in call.recipients:
             assert rcpt not in out, f"{rcpt} got two copies"
             out[rcpt] = (variant_format(call.msg), footer_kind(call.msg, ml, call.thread))
@@ -126,14 +133,14 @@ def received(ml, calls):
 def direct(make_list):
     ml = make_list(TWELVE, batch_size=3)
     ml.take()
-    ml.post(make_msg(AUTHOR, ml.addr("new"), "Same post"), to=ml.addr("new"))
+    ml.post(make_msg(AUTHOR, ml.addr("new"), "Same post", body=BODY), to=ml.addr("new"))
     return received(ml, ml.take())
 
 
 def moderated(make_list):
     ml = make_list(TWELVE, batch_size=3)
     ml.cli("config", ml.name, "post_policy", "moderated")
-    raw = make_msg(AUTHOR, ml.addr("new"), "Same post")
+    raw = make_msg(AUTHOR, ml.addr("new"), "Same post", body=BODY)
     ml.post(raw, to=ml.addr("new"))
     assert not deliveries(ml.take())
     (held,) = ml.json("held", ml.name)
@@ -162,7 +169,7 @@ def test_cron_finishing_a_killed_distribution_reaches_whom_a_post_reaches(make_l
     expected = direct(make_list)
     ml = make_list(TWELVE, batch_size=3)
     ml.take()
-    raw = make_msg(AUTHOR, ml.addr("new"), "Same post")
+    raw = make_msg(AUTHOR, ml.addr("new"), "Same post", body=BODY)
     run = spawn(ml, raw, to=ml.addr("new"), env={"FAKE_SENDMAIL_FAIL_AT": "3",
                                                  "FAKE_SENDMAIL_FAIL_CODE": "killparent"})
     assert run.wait(timeout=30).returncode == -9
