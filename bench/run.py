@@ -14,6 +14,12 @@ Usage:
   (no option)     the table: floors, command messages, posts to lists of
                   1,000, 10,000 and 100,000 members (and 1,000,000 with
                   BENCH_FULL=1), the 10,000 post through a real Postfix;
+                  then the "hostile html: ..." table: one post each to the
+                  1,000-member list of HTML that is slow or fatal to convert
+                  to text, a reference newsletter and a 10 MB post with an
+                  attachment (message size against peak RSS), each process
+                  killed after 120 s ("timeout"); a row that fails its check
+                  is marked NOT OK and the benchmark exits 1 after printing;
                   then -X importtime evidence.  Figures go to
                   bench/results/bench-STAMP.json, latest.json and
                   scaling.png; a partial run (any option) writes only
@@ -21,7 +27,8 @@ Usage:
   --quick         fewer runs, lists up to 10,000 members
   --only PREFIX   only the scenarios whose name starts with PREFIX (case
                   ignored, repeatable): "command", "post new", "post reply",
-                  "via postfix", "as a script"; the floors always run
+                  "via postfix", "as a script", "hostile"; the floors always
+                  run
   --profile N     cProfile the new-thread post to an N-member list
   --batch-sizes   the Postfix post with batch_size 100 ... 5000
   --durability    the 10,000 post with PRAGMA synchronous NORMAL vs FULL
@@ -46,6 +53,7 @@ import math
 import os
 import platform
 import re
+import select
 import shutil
 import signal
 import sqlite3
@@ -115,17 +123,22 @@ class BenchError(Exception):
 # Measuring a process ########################################################
 
 class Run:
-    """One finished child process: wall time (s), peak RSS (KB, None when unknown), exit code, output."""
+    """One finished child process: wall time (s), peak RSS (KB, None when unknown), exit code, output.
 
-    def __init__(self, wall, rss_kb, code, stdout, stderr):
+    `timed_out`: it was killed after measure()'s timeout; `code` is then None,
+    `wall` the time until the kill and `rss_kb` its high-water mark so far
+    (VmHWM), when /proc showed it."""
+
+    def __init__(self, wall, rss_kb, code, stdout, stderr, timed_out=False):
         self.wall, self.rss_kb, self.code = wall, rss_kb, code
         self.stdout, self.stderr = stdout, stderr
+        self.timed_out = timed_out
 
 
 STOPWATCH = None       # bench/.cache/measure (bench/measure.c), set by build_tools(); None without gcc
 
 
-def measure(argv, stdin_path=None, env=None, cwd=None):
+def measure(argv, stdin_path=None, env=None, cwd=None, timeout=None):
     """Run `argv` to its end; its wall time and peak RSS as a Run.
 
     The stopwatch program forks, execs and reaps it with wait4(2), timing
@@ -133,6 +146,10 @@ def measure(argv, stdin_path=None, env=None, cwd=None):
     (Reaped from Python, ru_maxrss would be at least the benchmark's own size;
     see bench/measure.c.)  Without gcc the time is taken here around the
     same fork and wait4, and the RSS is unknown.
+
+    With a `timeout` (seconds) the command runs in a process group of its
+    own, which is killed when it has not ended by then: a Run with
+    timed_out set (see Run).
     """
     with open(stdin_path or os.devnull, "rb") as stdin, \
             tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
@@ -140,7 +157,18 @@ def measure(argv, stdin_path=None, env=None, cwd=None):
         prefix = [STOPWATCH, result.name] if STOPWATCH else []
         start = time.perf_counter()
         proc = subprocess.Popen(prefix + list(argv), stdin=stdin, stdout=out, stderr=err,
-                                env=CHILD_ENV if env is None else env, cwd=cwd)
+                                env=CHILD_ENV if env is None else env, cwd=cwd,
+                                start_new_session=timeout is not None)
+        if timeout is not None and not exits_within(proc.pid, timeout):
+            rss = peak_so_far(proc.pid, measured_child=bool(STOPWATCH))
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            os.wait4(proc.pid, 0)
+            proc.returncode = -signal.SIGKILL
+            wall = time.perf_counter() - start
+            out.seek(0)
+            err.seek(0)
+            return Run(wall, rss, None, out.read(), err.read(), timed_out=True)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = code = os.waitstatus_to_exitcode(status)
@@ -154,6 +182,38 @@ def measure(argv, stdin_path=None, env=None, cwd=None):
         out.seek(0)
         err.seek(0)
         return Run(wall, rss, code, out.read(), err.read())
+
+
+def exits_within(pid, timeout):
+    """True once child `pid` has ended (not reaped: wait4 still gets its
+    status and usage), False when `timeout` seconds pass first."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):          # before Linux 5.3 or Python 3.9: poll
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+            time.sleep(0.005)
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def peak_so_far(pid, measured_child):
+    """VmHWM (KB) of the measured command, still running: `pid` itself, or
+    the stopwatch `pid`'s child; None when /proc does not tell."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        if measured_child:
+            with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                pid = int(f.read().split()[0])
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    return None
 
 
 class Series:
@@ -450,12 +510,13 @@ BODY = (
 )
 
 
-def message_bytes(frm, to, subject, message_id, in_reply_to=None, body=BODY):
+def message_bytes(frm, to, subject, message_id, in_reply_to=None, body=BODY,
+                  content_type="text/plain; charset=utf-8"):
     lines = ["From: %s" % frm, "To: %s" % to, "Subject: %s" % subject,
              "Date: Mon, 04 Mar 2024 10:00:00 +0000", "Message-ID: <%s>" % message_id]
     if in_reply_to:
         lines += ["In-Reply-To: <%s>" % in_reply_to, "References: <%s>" % in_reply_to]
-    lines += ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 7bit"]
+    lines += ["MIME-Version: 1.0", "Content-Type: " + content_type, "Content-Transfer-Encoding: 7bit"]
     return ("\n".join(lines) + "\n\n" + body).encode()
 
 
@@ -640,6 +701,244 @@ def command_messages(tmpl):
          answered_once),
         ("command: VERP bounce (DSN)", verp_address(bounced), "", dsn_message(bounced), bounce_counted(bounced)),
     ]
+
+
+# Hostile HTML ################################################################
+# One post each (a new thread from the poster, a member) to the list of
+# HOSTILE_SIZE members: HTML-only messages that are slow or fatal for an
+# HTML-to-text conversion, a plain newsletter of the same size as their
+# reference, and a 10 MB post with an attachment (peak memory against the
+# message's size).  The first four pass when mlmpipe sends them or
+# quarantines them (outcome held, with an "error:" reason); the last two only
+# when it sends them.  A row that fails its check, or whose process is killed
+# after HOSTILE_TIMEOUT, says so in its outcome column; the table is printed
+# anyway and the benchmark then exits 1.
+
+HOSTILE = "hostile html: "
+HOSTILE_SIZE = 1000
+RUNS_HOSTILE = (3, 1)
+HOSTILE_TIMEOUT = 120              # seconds one deliver process may take; then it is killed: "timeout"
+POST_LIMIT_KB = 40                 # mlmpipe's default max_post_kb, which the HTML messages stay under
+BIG_POST_KB = 20000                # the list's max_post_kb for the large post
+BIG_ATTACHMENT = int(9.9 * 1024 * 1024)    # bytes of base64 text in the large post
+MAX_MESSAGE_KB = 10240             # mlmpipe's default max_message_kb (write_config does not set it)
+
+
+def html_post(subject, slug, markup):
+    """An HTML-only new thread from the poster; BenchError if it would be held for its size."""
+    data = message_bytes(POSTER, "%s@%s" % (LIST, DOMAIN), subject, "bench-hostile-%s@example.org" % slug,
+                         body=markup, content_type="text/html; charset=utf-8")
+    if len(data) > POST_LIMIT_KB * 1024:
+        raise BenchError("hostile html: the %s message has %d bytes, over max_post_kb %d"
+                         % (slug, len(data), POST_LIMIT_KB))
+    return data
+
+
+def nested_lists(target=35 * 1024):
+    """(markup, levels): <ol><li> nested as deep as `target` bytes allow."""
+    head, tail, close = "<html><body>\n", "\n</body></html>\n", "</li></ol>"
+    opens, size = [], len(head) + len(tail)
+    while True:
+        item = "<ol><li>item %d\n" % (len(opens) + 1)
+        if size + len(item) + len(close) > target:
+            break
+        opens.append(item)
+        size += len(item) + len(close)
+    return head + "".join(opens) + close * len(opens) + tail, len(opens)
+
+
+def normal_html(inserted=""):
+    """BODY as a plain HTML message; `inserted` goes between its second and third paragraphs."""
+    import html
+    paragraphs = ["<p>%s</p>" % html.escape(p).replace("\n", "<br>\n") for p in BODY.strip("\n").split("\n\n")]
+    if inserted:
+        paragraphs.insert(2, inserted)
+    return ('<html><head><meta charset="utf-8"><title>Reading list</title></head>\n<body>\n%s\n</body></html>\n'
+            % "\n".join(paragraphs))
+
+
+def newsletter(target=POST_LIMIT_KB * 1024 - 600):
+    """A newsletter as mailing programs write them: nested layout tables, styles, images and links."""
+    head = ('<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Example News, March 2024</title>\n'
+            '<style>body{margin:0;font-family:Arial,sans-serif} td{vertical-align:top} .more{color:#0645ad}</style>'
+            '</head>\n<body bgcolor="#f4f4f4">\n<table width="100%" cellpadding="0" cellspacing="0" border="0">'
+            '<tr><td align="center">\n<table width="600" cellpadding="12" cellspacing="0" border="0" '
+            'bgcolor="#ffffff">\n<tr><td colspan="2"><a href="https://www.example.org/news/"><img '
+            'src="https://www.example.org/img/logo.png" width="180" height="40" alt="Example News"></a>'
+            '<h1 style="font-size:22px">Example News, March 2024</h1></td></tr>\n')
+    foot = ('<tr><td colspan="2" style="font-size:11px;color:#777">You receive this because you subscribed at '
+            '<a href="https://www.example.org/news/">example.org</a>. <a href="https://www.example.org/news/'
+            'unsubscribe?u=12345">Unsubscribe</a> | <a href="https://www.example.org/news/preferences?u=12345">'
+            'Preferences</a></td></tr>\n</table>\n</td></tr></table>\n</body></html>\n')
+    item = ('<tr><td width="120"><a href="https://www.example.org/news/2024/03/story-%(n)d.html"><img '
+            'src="https://www.example.org/img/story-%(n)d.jpg" width="120" height="80" alt="Story %(n)d"></a></td>\n'
+            '<td><h2 style="font-size:16px;margin:0 0 6px 0"><a href="https://www.example.org/news/2024/03/'
+            'story-%(n)d.html" style="color:#222;text-decoration:none">Story %(n)d: what the working group '
+            'decided this month</a></h2>\n<p style="font-size:14px;line-height:1.4">The group met on Tuesday and '
+            'agreed on the next steps for the <b>reading list</b>, the <i>evening sessions</i> and the budget. '
+            'The minutes are <a href="https://www.example.org/minutes/%(n)d">online</a>, with the slides and a '
+            'recording for members.</p>\n<table cellpadding="4" cellspacing="0" border="1" style="font-size:12px">'
+            '<tr><th>When</th><th>Where</th><th>Seats</th></tr><tr><td>12 March</td><td>Room %(n)d</td>'
+            '<td>%(seats)d</td></tr></table>\n<p><a class="more" href="https://www.example.org/news/2024/03/'
+            'story-%(n)d.html#more">Read more &raquo;</a></p></td></tr>\n')
+    stories, size = [], len(head) + len(foot)
+    while True:
+        story = item % {"n": len(stories) + 1, "seats": 20 + len(stories) * 3}
+        if size + len(story) > target:
+            break
+        stories.append(story)
+        size += len(story)
+    return head + "".join(stories) + foot, len(stories)
+
+
+def big_post():
+    """A new thread with a short text body and an attachment of BIG_ATTACHMENT bytes of base64."""
+    import base64
+    import random
+    raw = random.Random(9).randbytes(BIG_ATTACHMENT // 77 * 57)     # base64: 76 characters and \n per 57 bytes
+    body = ("--bench-mixed\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n%s\n"
+            "--bench-mixed\nContent-Type: application/octet-stream; name=\"measurements.bin\"\n"
+            "Content-Disposition: attachment; filename=\"measurements.bin\"\nContent-Transfer-Encoding: base64\n\n"
+            "%s--bench-mixed--\n" % (BODY, base64.encodebytes(raw).decode("ascii")))
+    data = message_bytes(POSTER, "%s@%s" % (LIST, DOMAIN), "The March measurements (attached)",
+                         "bench-hostile-big@example.org", body=body,
+                         content_type='multipart/mixed; boundary="bench-mixed"')
+    if len(data) > MAX_MESSAGE_KB * 1024:
+        raise BenchError("hostile html: the large post has %d bytes, over max_message_kb" % len(data))
+    return data
+
+
+def hostile_messages():
+    """[(name, message bytes, quarantine accepted, what to say about it)] of the hostile html rows."""
+    nested, levels = nested_lists()
+    news, stories = newsletter()
+    return [
+        (HOSTILE + "nested <ol><li>, 35 KB", html_post("Outline", "nested", nested), True,
+         "%d levels" % levels),
+        (HOSTILE + "blank lines in <p>, 39 KB", html_post("Blank", "blank", "<p>" + "\n" * 39000 + "x</p>\n"),
+         True, "39,000 newlines"),
+        (HOSTILE + "'a<b ' repeated, 36 KB", html_post("Compare", "altb", "a<b " * 9000 + "\n"), True,
+         "9,000 times, one line"),
+        (HOSTILE + "<![ endif]> in a normal message", html_post("Reading list", "endif",
+                                                               normal_html("<![ endif]>")), True, ""),
+        (HOSTILE + "reference: newsletter, 40 KB", html_post("Example News, March 2024", "newsletter", news),
+         False, "%d stories in tables" % stories),
+        (HOSTILE + "10 MB post, 9.9 MB attachment", big_post(), False, "max_post_kb %d" % BIG_POST_KB),
+    ]
+
+
+class HostileSeries(Series):
+    """A Series whose runs are killed after `timeout`: the first timeout ends it.
+
+    `check(run)` returns the run's facts with "ok" (False: the check failed)
+    and "outcome"; a failed check does not stop the benchmark here.  Only
+    completed runs count in the times; every run is in `per_run`."""
+
+    def __init__(self, name, runs, prepare, check, size, message_size, timeout):
+        super().__init__(name, runs, prepare, check, size=size, kind="hostile html")
+        self.message_size, self.timeout = message_size, timeout
+        self.timed_out = False
+        self.rss_partial = False      # the largest RSS is a killed process's high-water mark so far
+
+    def run_once(self, keep=True):
+        if self.timed_out:
+            return None
+        argv, stdin, env, cwd = self.prepare()
+        run = measure(argv, stdin, env, cwd, timeout=self.timeout)
+        self.facts = self.check(run)
+        if run.timed_out:
+            self.timed_out = True
+            keep = True              # a timed-out warm-up is the row's one run
+        if keep:
+            if not run.timed_out:
+                self.walls.append(run.wall)
+            elif run.rss_kb is not None and (not self.rss or run.rss_kb > max(r or 0 for r in self.rss)):
+                self.rss_partial = True
+            self.rss.append(run.rss_kb)
+            self.per_run.append(dict(self.facts, wall_s=run.wall, peak_rss_kb=run.rss_kb,
+                                     timed_out=run.timed_out))
+        return run
+
+    @property
+    def ok(self):
+        return bool(self.per_run) and all(f["ok"] for f in self.per_run)
+
+    @property
+    def median(self):
+        return statistics.median(self.walls) if self.walls else None
+
+    @property
+    def peak_rss(self):
+        known = [r for r in self.rss if r is not None]
+        return max(known) if known else None
+
+    def as_json(self, floors):
+        row = {"scenario": self.name, "kind": self.kind, "size": self.size, "message_bytes": self.message_size,
+               "runs": len(self.per_run), "completed": len(self.walls), "timed_out": self.timed_out,
+               "timeout_s": self.timeout, "wall_s": self.walls, "median_s": self.median,
+               "min_s": min(self.walls, default=None), "max_s": max(self.walls, default=None),
+               "peak_rss_kb": self.peak_rss, "peak_rss_partial": self.rss_partial, "rss_kb": self.rss,
+               "ok": self.ok}
+        for key, floor in floors.items():
+            row["ratio_" + key] = None if self.median is None else self.median / floor.median
+        row.update(self.facts)
+        row["per_run"] = self.per_run
+        return row
+
+
+def exception_line(log):
+    """The last line of the traceback mlmpipe logged before its last `recipient=` line, or ""."""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            lines = [line.rstrip("\n").split("]: ", 1)[-1] for line in f]
+    except FileNotFoundError:
+        return ""
+    found = ""
+    for before, line in zip(lines, lines[1:]):
+        if line.startswith("recipient=") and not before.startswith((" ", "list=", "Traceback")):
+            found = before
+    return found
+
+
+def hostile_series(name, tmpl, data, quarantine_ok, runs, scratch_root, sendmail, settings=()):
+    """A HostileSeries: the post `data` to a fresh copy of `tmpl`, list settings [(key, value)] applied."""
+    scratch = Scratch(scratch_root, tmpl, sendmail)
+    expected = tmpl.meta["new_thread_audience"]
+
+    def prepare():
+        scratch.fresh()
+        for key, value in settings:
+            admin(scratch.config, "config", LIST, key, value)
+        return (deliver_argv(scratch.config, "%s@%s" % (LIST, DOMAIN), POSTER), scratch.message(data),
+                scratch.env(), scratch.root)
+
+    def check(run):
+        if run.timed_out:
+            return {"ok": False, "outcome": "timeout (killed after %d s)" % HOSTILE_TIMEOUT}
+        facts, calls = last_log_line(scratch.log), standin_calls(scratch.standin_log)
+        outcome = str(facts.get("outcome", "nothing logged"))
+        found = {"outcome": outcome, "recipients": facts.get("recipients"), "batches": facts.get("batches"),
+                 "mlmpipe_seconds": facts.get("seconds"), "exit": run.code}
+        if run.code != 0:
+            crash = exception_line(scratch.log)
+            said = run.stderr.decode("utf-8", "replace").strip().splitlines()
+            found["outcome"] = "exit %d: %s" % (run.code, crash or (said[-1] if said else outcome))
+            return dict(found, ok=False)
+        if outcome == "sent":
+            ok = facts.get("recipients") == expected and sum(calls) == expected and len(calls) == facts["batches"]
+            if not ok:
+                found["outcome"] = "sent, but to %r recipients (stand-in: %d in %d calls; expected %d)" % (
+                    facts.get("recipients"), sum(calls), len(calls), expected)
+            return dict(found, ok=ok)
+        if outcome.startswith("held"):
+            shown = outcome[len("held "):] if outcome.startswith("held held") else outcome
+            # a quarantine: nothing for the members; at most notices to the owner and the author
+            quarantined = "error:" in outcome and not facts.get("recipients") and len(calls) <= 3 and \
+                all(c == 1 for c in calls)
+            return dict(found, outcome=shown, ok=quarantine_ok and quarantined)
+        return dict(found, ok=False)
+
+    return HostileSeries(name, runs, prepare, check, tmpl.size, len(data), HOSTILE_TIMEOUT)
 
 
 def prepare_module():
@@ -881,6 +1180,38 @@ def table(series, floors):
     return "\n".join(lines)
 
 
+def message_size(n):
+    """Bytes as KB or MB of 1024, the unit of the peak RSS column."""
+    return "%.1f KB" % (n / 1024) if n < 1024 * 1024 else "%.1f MB" % (n / 1024 / 1024)
+
+
+def hostile_table(series, floors):
+    """The hostile html rows: message size, recipients, times, peak RSS, ratio to the import floor, outcome."""
+    head = "%-45s %4s %8s %10s %9s %9s %9s %9s %8s  %s" % (
+        "scenario", "runs", "message", "recipients", "median", "min", "max", "peak RSS", "×import", "outcome")
+    lines = [head, "-" * len(head)]
+    for s in series:
+        recipients = s.facts.get("recipients")
+        timed = [seconds(v) for v in (s.median, min(s.walls, default=None), max(s.walls, default=None))] \
+            if s.walls else ["timeout"] * 3
+        rss = megabytes(s.peak_rss)
+        if s.rss_partial:
+            rss = "≥" + rss
+        ratio = "-" if s.median is None else "%.1f×" % (s.median / floors["import"].median)
+        outcomes = []
+        for facts in s.per_run:                       # each different outcome once, in order
+            if facts["outcome"] not in outcomes:
+                outcomes.append(facts["outcome"])
+        said = "; ".join(outcomes) or "-"
+        if s.kind == "hostile html" and s.message_size > 1024 * 1024:
+            said += "; 4×size+40 MB = %s" % megabytes((4 * s.message_size + 40 * 1024 * 1024) / 1024)
+        lines.append("%-45s %4d %8s %10s %9s %9s %9s %9s %8s  %s%s" % (
+            s.name, len(s.per_run), message_size(s.message_size),
+            "-" if recipients is None else format(recipients, ","), *timed, rss, ratio,
+            "" if s.ok else "NOT OK: ", said))
+    return "\n".join(lines)
+
+
 def import_report(found):
     total, start_up = found["total_us"] / 1000, found["start_up_us"] / 1000
     lines = ["-X importtime, %s: %.1f ms of imports in all (self times added up): %.1f ms in the %d modules "
@@ -1030,6 +1361,7 @@ class Bench:
         self.report = {"options": vars(args), "machine": machine_facts(), "full": FULL}
         self.out = []            # the report's lines, printed at the end
         self.rows = []           # the table's Series
+        self.failed = []         # names of hostile html rows that failed their check (exit 1 at the end)
 
     def runs(self, pair):
         return pair[1] if self.quick else pair[0]
@@ -1106,19 +1438,54 @@ class Bench:
                              "deliver returns once postdrop has queued the last batch)"
                              % (postfix_name, seconds(sink_median(s))))
 
+        hostile = self.hostile(small)
+
         self.out.append(table(rows, floors))
         self.out.append("floors: `python -c pass` and `python -c \"import email.parser, email.policy, sqlite3\"`; "
                         "every row runs %s with the same environment; time is fork to reaping of the process, "
                         "peak RSS its ru_maxrss (the largest of its runs)" % os.path.relpath(PYTHON, ROOT))
+        if hostile:
+            self.out.append("")
+            self.out.append(hostile_table(hostile, floors))
+            self.out.extend(self.hostile_notes)
         self.out.append("")
         self.out.extend(notes)
-        self.report["rows"] = [s.as_json(floors) for s in rows]
+        self.report["rows"] = [s.as_json(floors) for s in rows + hostile]
         self.evidence(posts, whatif if whatif in start_group else None, small)
         if self.quick or self.args.only:
             self.out.append("plot: only a whole run (make bench) draws bench/results/scaling.png")
         elif posts:
             problem = plot_scaling(posts, floors, os.path.join(RESULTS, "scaling.png"))
             self.out.append(problem or "plot: %s" % os.path.relpath(os.path.join(RESULTS, "scaling.png"), ROOT))
+
+    def hostile(self, small):
+        """The hostile html rows wanted, measured (HostileSeries); their notes in self.hostile_notes."""
+        self.hostile_notes = []
+        wanted = [m for m in hostile_messages() if self.wanted(m[0])]
+        if not wanted:
+            return []
+        tmpl = small if small.size == HOSTILE_SIZE else template(HOSTILE_SIZE, self.standin)
+        runs = self.runs(RUNS_HOSTILE)
+        rows = []
+        for i, (name, data, quarantine_ok, what) in enumerate(wanted):
+            settings = [("max_post_kb", str(BIG_POST_KB))] if len(data) > POST_LIMIT_KB * 1024 else []
+            rows.append(hostile_series(name, tmpl, data, quarantine_ok, runs, self.subdir("h%d" % i),
+                                       self.standin, settings))
+            if what:
+                self.hostile_notes.append("  %s: %s" % (name, what))
+        progress("measuring %d hostile html posts to the %s-member list (%d runs each, killed after %d s)"
+                 % (len(rows), format(HOSTILE_SIZE, ","), runs, HOSTILE_TIMEOUT))
+        # One warm-up, on the reference (a quick one that imports what the others import), then round-robin.
+        warm = next((s for s in rows if "reference" in s.name), rows[0])
+        warm.run_once(keep=False)
+        measure_together(rows, warmup=0)
+        self.failed = [s.name for s in rows if not s.ok]
+        self.hostile_notes[:0] = [
+            "hostile html: one post each (a new thread, from a member) to the %s-member list (dmarc off); "
+            "the first four pass when sent or quarantined (held, with an \"error:\" reason), the others when sent; "
+            "a deliver process still running after %d s is killed (\"timeout\", its peak RSS so far marked ≥); "
+            "KB and MB of 1024 bytes" % (format(HOSTILE_SIZE, ","), HOSTILE_TIMEOUT)]
+        return rows
 
     def evidence(self, posts, whatif, small):
         """The lines under the table: the stand-in's cost, fan-out slope, compile and import times."""
@@ -1352,6 +1719,10 @@ def main(argv=None):
     written = write_results(bench.report, stamp, partial)
     print("figures: %s" % ", ".join(os.path.relpath(p, ROOT) for p in written))
     print("total bench time: %.0f s" % total)
+    if bench.failed:
+        sys.stderr.write("bench: FAILED: %s did not pass its check (see the outcome column)\n"
+                         % ", ".join(bench.failed))
+        return 1
     return 0
 
 
