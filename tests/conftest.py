@@ -564,6 +564,14 @@ def make_list(tmp_path, list_templates):
 
 
 @pytest.fixture
+def flist(make_list):
+    """The TWELVE-member list with batch_size 3 (a post is 6 batches), nothing sent yet."""
+    ml = make_list(TWELVE, batch_size=3)
+    ml.take()
+    return ml
+
+
+@pytest.fixture
 def mixed(make_list):
     """systers@lists.example.org with the six MIXED members, verp postfix."""
     ml = make_list()

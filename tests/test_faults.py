@@ -35,14 +35,6 @@ AUTHOR = "M01 <m01@example.com>"
 SUBJECT = "Fellowship deadlines"
 
 
-@pytest.fixture
-def flist(make_list):
-    """The 12-member list, batch_size 3, nothing sent yet."""
-    ml = make_list(MEMBERS, batch_size=3)
-    ml.take()
-    return ml
-
-
 def first_post(ml, subject=SUBJECT, author=AUTHOR):
     """(raw, to) of a new thread's first message."""
     return make_msg(author, ml.addr("new"), subject), ml.addr("new")

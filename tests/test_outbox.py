@@ -21,13 +21,6 @@ from test_faults import assert_temporary, calls_so_far, set_config
 AUTHOR = "M01 <m01@example.com>"
 
 
-@pytest.fixture
-def flist(make_list):
-    ml = make_list(TWELVE, batch_size=3)
-    ml.take()
-    return ml
-
-
 # A hung sendmail delays only its own message ###############################
 
 def test_a_hung_answer_does_not_stall_other_lists(flist, spawn):
