@@ -1404,8 +1404,9 @@ def text_to_html(text):
     return "<html><body>\n%s\n</body></html>\n" % "\n".join(out)
 
 
-class OutOfTime(Exception):
-    """html2text ran past HTML_SECONDS."""
+class OutOfTime(BaseException):
+    """html2text ran past HTML_SECONDS (not an Exception: nothing inside the
+    converter may swallow it)."""
 
 
 def html_to_text(markup):
@@ -1416,16 +1417,18 @@ def html_to_text(markup):
     def out_of_time(signum, frame):
         raise OutOfTime()
     previous = signal.signal(signal.SIGALRM, out_of_time)
-    signal.setitimer(signal.ITIMER_REAL, HTML_SECONDS)
     try:
-        import html2text
-        converter = html2text.HTML2Text()
-        converter.body_width = 0
-        text = converter.handle(markup)
-    except Exception:                           # OutOfTime, or html.parser's own failures
+        try:
+            signal.setitimer(signal.ITIMER_REAL, HTML_SECONDS)
+            import html2text
+            converter = html2text.HTML2Text()
+            converter.body_width = 0
+            text = converter.handle(markup)
+        finally:                                # (a late alarm still lands in the except below)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except (OutOfTime, Exception):              # out of time, or html.parser's own failures
         text = None
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     if text is None or len(text) > HTML_GROWTH * len(markup) + 4096:
         return plain_text_of_html(markup)
