@@ -1970,18 +1970,24 @@ def owners(settings):
 
 def hold_notices(d, message_row, reason):
     """Tell the owners how to approve or reject a held message, and its author that it waits."""
-    token = new_token(d.db, d.cfg, d.lst, "hold", message=message_row["id"])
-    lst, subject = d.lst, d.mail.subject()
+    queue_owner_notices(d.db, d.cfg, d.lst, d.settings, d.source, message_row, reason)
+    if rule_automated(d) is None and not reason.startswith("error:") and valid_address(d.author):
+        notify(d, d.author, "Your message to %s waits for approval" % d.lst["name"],
+               "Your message \"%s\" to %s waits for a list owner's approval (%s).\n"
+               % (message_row["subject"], d.recipient, reason))
+
+
+def queue_owner_notices(db, cfg, lst, settings, source, message_row, reason):
+    """Each owner: a held (or quarantined) message, with its approve and reject addresses."""
+    token = new_token(db, cfg, lst, "hold", message=message_row["id"])
     text = ("A message to %s is held: %s.\n\nFrom: %s\nSubject: %s\n\n"
             "To send it to the list, write to mailto:%s\nTo reject it, write to mailto:%s\n"
             "or run: mlmpipe.py approve %s %s\n" % (
-                d.recipient, reason, d.author or d.sender or "(nobody)", subject,
-                list_address(lst, "approve-" + token), list_address(lst, "reject-" + token), lst["name"], token))
-    for owner in owners(d.settings):
-        notify(d, owner, "Held for %s: %s" % (lst["name"], subject), text)
-    if rule_automated(d) is None and not reason.startswith("error:") and valid_address(d.author):
-        notify(d, d.author, "Your message to %s waits for approval" % lst["name"],
-               "Your message \"%s\" to %s waits for a list owner's approval (%s).\n" % (subject, d.recipient, reason))
+                message_row["recipient"], reason, message_row["author"] or message_row["sender"] or "(nobody)",
+                message_row["subject"], list_address(lst, "approve-" + token), list_address(lst, "reject-" + token),
+                lst["name"], token))
+    for owner in owners(settings):
+        queue_notice(db, lst, source, owner, "Held for %s: %s" % (lst["name"], message_row["subject"]), text)
 
 
 def notify(d, to, subject, text, **extra):
@@ -2159,13 +2165,7 @@ def quarantine_stored(cfg, db, log, lst, settings, row, exc):
     with write(db):
         db.execute("UPDATE messages SET status = 'held', reason = ?, owner_pid = NULL, lease_until = NULL "
                    "WHERE id = ?", (reason, row["id"]))
-        token = new_token(db, cfg, lst, "hold", message=row["id"])
-        for owner in owners(settings):
-            queue_notice(db, lst, source, owner, "Held for %s: %s" % (lst["name"], row["subject"]),
-                         "A message to %s could not be sent and is held: %s.\n\nFrom: %s\nSubject: %s\n\n"
-                         "To retry it, write to mailto:%s\nTo drop it, write to mailto:%s\n" % (
-                             row["recipient"], reason, row["author"], row["subject"],
-                             list_address(lst, "approve-" + token), list_address(lst, "reject-" + token)))
+        queue_owner_notices(db, cfg, lst, settings, source, row, reason)
     send_outbox(cfg, db, lst, source=source)
     return "quarantined (%s)" % reason
 
@@ -2413,7 +2413,7 @@ def confirm(d):
                      % list_address(d.lst, "subscribe"), EX_NOPERM)
     if token["purpose"] == "subscribe":
         add_member(d.db, d.lst, token["address"])
-        welcome(d, token["address"])
+        welcome(d.db, d.lst, d.source, token["address"])
     else:
         leave(d.db, d.lst, token["address"])
         notify(d, token["address"], "You left %s" % d.lst["name"],
@@ -2422,10 +2422,10 @@ def confirm(d):
     d.outcome = "confirmed " + token["purpose"]
 
 
-def welcome(d, address):
-    notify(d, address, "Welcome to %s" % d.lst["name"],
-           "Welcome to %s. You get the first message of every new thread, and the rest of the threads "
-           "you follow.\n\n%s\n%s" % (d.lst["name"], threads_text(d.db, d.lst), help_text(d.lst)))
+def welcome(db, lst, source, address):
+    queue_notice(db, lst, source, address, "Welcome to %s" % lst["name"],
+                 "Welcome to %s. You get the first message of every new thread, and the rest of the threads "
+                 "you follow.\n\n%s\n%s" % (lst["name"], threads_text(db, lst), help_text(lst)))
 
 
 def allowed_domains(settings):
@@ -2454,7 +2454,7 @@ def owner_action(d):
         raise Refuse("5.7.1 this token is unknown, used or expired", EX_NOPERM)
     approve = d.command.word == "approve"
     if token["purpose"] == "join":
-        d.outcome = decide_join(d.db, d.cfg, d.lst, d.source, token["address"], approve)
+        d.outcome = decide_join(d.db, d.lst, d.source, token["address"], approve)
         return
     message = message_by_id(d.db, token["message"])
     if approve and unreadable(d.cfg, message):
@@ -2463,13 +2463,11 @@ def owner_action(d):
     d.redeliver = message if approve and message["kind"] == "command" else None
 
 
-def decide_join(db, cfg, lst, source, address, approve):
+def decide_join(db, lst, source, address, approve):
     """An owner's answer to a closed list's subscription request."""
     if approve:
         add_member(db, lst, address)
-        queue_notice(db, lst, source, address, "Welcome to %s" % lst["name"],
-                     "Welcome to %s. You get the first message of every new thread, and the rest of the "
-                     "threads you follow.\n\n%s\n%s" % (lst["name"], threads_text(db, lst), help_text(lst)))
+        welcome(db, lst, source, address)
         return "approved subscription"
     queue_notice(db, lst, source, address, "Your request to join %s" % lst["name"],
                  "The owners of %s did not accept your request to join.\n" % lst["name"])
@@ -3129,7 +3127,7 @@ def held_action(cfg, args, action):
         if row is not None and take_token(db, cfg, lst, row["purpose"], token, source) is None:
             raise AdminError("the token %s is used or expired" % token)
         if row is not None and row["purpose"] == "join":
-            said = "%s: %s" % (decide_join(db, cfg, lst, source, row["address"], approve), row["address"])
+            said = "%s: %s" % (decide_join(db, lst, source, row["address"], approve), row["address"])
             message = None
         else:
             message = message_by_id(db, message["id"])
