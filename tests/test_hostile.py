@@ -13,7 +13,6 @@ test_cpython_email_corpus posts CPython's own email test messages
 import json
 import re
 import subprocess
-import time
 from email import errors, policy
 from email.parser import BytesParser
 
@@ -29,9 +28,6 @@ EXPECTS = ("delivered", "quarantined", "discarded", "delivered|quarantined")
 
 SENDER = "author@example.com"
 PERMITTED = (0, 65, 67, 77)       # SPEC §7: never 75 (temporary) nor 111 (qmail's)
-# SPEC §5.0 asks "well under a second" to convert a max_post_kb message; a
-# whole deliver (process start, three variants, sendmail calls) gets far more.
-POST_SECONDS = 5
 # Addresses each message is also piped to, after the post.
 OTHER_ADDRESSES = ("help", "owner", "bounces", "bounces-all-text=example.com")
 
@@ -56,18 +52,18 @@ def public_list(make_list):
 
 
 def pipe(ml, raw, rest):
-    """deliver raw to L-REST (or L when rest is None); returns (proc, seconds)."""
+    """deliver raw to L-REST (or L when rest is None); returns the process.
+    (How long it takes is make bench's "hostile html" rows: no timed
+    assertion here, only the MTA-like TIMEOUT.)"""
     to = ml.addr(rest)
-    started = time.monotonic()
     try:
         proc = ml.deliver(raw, to=to, sender=SENDER)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{to}: deliver still running after {TIMEOUT} s (the MTA would kill and retry it)")
-    seconds = time.monotonic() - started
     assert proc.returncode in PERMITTED, f"{to}: exit {proc.returncode} {last_error(ml)}\n{ml.explain(proc)}"
     for name, text in (("stdout", proc.stdout_text), ("stderr", proc.stderr_text)):
         assert "Traceback" not in text, f"{to}: traceback on {name}: {text[-3000:]}"
-    return proc, seconds
+    return proc
 
 
 def header_block(raw):
@@ -149,13 +145,12 @@ def test_hostile_message(make_list, name):
     expect = CASES[name]["expect"]
     ml = public_list(make_list)
 
-    proc, seconds = pipe(ml, raw, "new")
+    proc = pipe(ml, raw, "new")
     calls = ml.take()
     for call in calls:
         check_argv(call)
         check_header_block(call)
     assert proc.returncode == 0, f"post ended {proc.returncode}, expected {expect}: {ml.explain(proc)}"
-    assert seconds < POST_SECONDS, f"the post took {seconds:.1f} s"
     if expect == "delivered|quarantined":
         expect = "delivered" if deliveries(calls) else "quarantined"
     if expect == "delivered":
