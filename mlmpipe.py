@@ -69,7 +69,7 @@ QMAIL_CODES = {"ok": 0, "permanent": 100, "temporary": 111}
 TOKEN_BYTES = 10                  # 80 random bits, and as many of HMAC tag
 TOKEN_DAYS = 7
 LEASE_SECONDS = 120               # a distributing process renews its claim per batch
-PROBES = 3                        # warnings to a member disabled by bounces
+WARNINGS = 3                      # warnings to a member disabled by bounces
 
 DEFAULTS = {
     "database": "/var/lib/mlmpipe/mlmpipe.db",
@@ -1170,12 +1170,12 @@ def recent_confirmation(db, lst, address, expiring_after):
                       (lst["id"], address, expiring_after)).fetchone() is not None
 
 
-def new_token(db, cfg, lst, purpose, message=None, address=None):
+def new_token(db, cfg, lst, purpose, message=None, address=None, days=TOKEN_DAYS):
     """A single-use token: 80 random bits and their HMAC tag."""
     nonce = os.urandom(TOKEN_BYTES).hex()
     db.execute("INSERT INTO tokens (nonce, list_id, purpose, message, address, expires) "
                "VALUES (?, ?, ?, ?, ?, ?)",
-               (nonce, lst["id"], purpose, message, address, now() + TOKEN_DAYS * 86400))
+               (nonce, lst["id"], purpose, message, address, now() + days * 86400))
     return nonce + token_tag(cfg, lst, purpose, nonce)
 
 
@@ -1405,13 +1405,13 @@ def text_to_html(text):
 
 
 class OutOfTime(BaseException):
-    """html2text ran past HTML_SECONDS (not an Exception: nothing inside the
-    converter may swallow it)."""
+    """A converter or detector ran past its time (not an Exception: nothing
+    inside it may swallow it)."""
 
 
-def html_to_text(markup):
-    """HTML as text: html2text within HTML_SECONDS and HTML_GROWTH, else the
-    plain converter, which is linear whatever the HTML (README: Broken and hostile mail)."""
+def within(seconds, function, *args):
+    """function(*args), or None when it fails or runs past `seconds` (SIGALRM:
+    pure-Python code such as html2text and flufl.bounce stops at the alarm)."""
     import signal
 
     def out_of_time(signum, frame):
@@ -1419,17 +1419,23 @@ def html_to_text(markup):
     previous = signal.signal(signal.SIGALRM, out_of_time)
     try:
         try:
-            signal.setitimer(signal.ITIMER_REAL, HTML_SECONDS)
-            import html2text
-            converter = html2text.HTML2Text()
-            converter.body_width = 0
-            text = converter.handle(markup)
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+            return function(*args)
         finally:                                # (a late alarm still lands in the except below)
             signal.setitimer(signal.ITIMER_REAL, 0)
-    except (OutOfTime, Exception):              # out of time, or html.parser's own failures
-        text = None
+    except (OutOfTime, Exception):              # out of time, or the code's own failures
+        return None
     finally:
         signal.signal(signal.SIGALRM, previous)
+
+
+def html_to_text(markup):
+    """HTML as text: html2text within HTML_SECONDS and HTML_GROWTH, else the
+    plain converter, which is linear whatever the HTML (README: Broken and hostile mail)."""
+    import html2text
+    converter = html2text.HTML2Text()
+    converter.body_width = 0
+    text = within(HTML_SECONDS, converter.handle, markup)
     if text is None or len(text) > HTML_GROWTH * len(markup) + 4096:
         return plain_text_of_html(markup)
     return text
@@ -1763,7 +1769,7 @@ class Delivery:
         self.thread = self.parent = self.existing = None
         self.plan = None           # ("first", None, base, parent) or ("reply", thread, None, None)
         self.rendering = self.error = None
-        self.report = None         # what a bounce report says: (kind, failed addresses)
+        self.report = None         # what a bounce report says: a Report
         self.spool = None          # archive files written before the lock
         self.stored = None         # the messages row this delivery stored
         self.distribute = None     # the messages row to distribute after the commit
@@ -2546,7 +2552,12 @@ def decide_held(db, cfg, lst, source, message, approve, reason):
 # Bounces ####################################################################
 # What decides is the content: a report of a permanent failure counts, even
 # when the reporting MTA marks it Auto-Submitted or Precedence: bulk; delay
-# notices and auto-replies never count (README: Bounces).
+# notices, success reports and auto-replies never count.  Mail to a member's
+# VERP address counts unless it is one of those (the address names her); a
+# report at L-bounces counts for the addresses it says failed.  Either can be
+# forged, so a score at bounce_threshold only sends the member a probe from an
+# address nobody can guess, and only the probe's bounce disables her
+# (README: Bounces).
 
 # Non-DSN failure reports: qmail's QSBMF, Exim, Sendmail's text, and others.
 FAILURE_TEXT = Pattern(
@@ -2554,11 +2565,19 @@ FAILURE_TEXT = Pattern(
     r"|wasn'?t delivered|was not delivered|undeliverable|delivery (?:has )?failed|failed permanently"
     r"|user unknown|unknown user|no such (?:user|mailbox|recipient)|mailbox (?:unavailable|not found)"
     r"|address(?:es)? (?:not found|rejected)|recipient address rejected|does not exist"
-    r"|following address\(es\) failed|unable to deliver|i'm not going to try again", re.I)
+    r"|following address\(es\) failed|unable to deliver|i'm not going to try again|user not found"
+    r"|not listed in|exceeds (?:the )?allowed size|quota exceeded|over quota|mailbox (?:is )?full"
+    r"|invalid recipient|address is (?:possibly )?incorrect|fatal (?:delivery )?errors?|has not been delivered"
+    r"|no longer (?:valid|exists|active|in use)|no mailbox here|i'?ve given up", re.I)
 DELAY_TEXT = Pattern(
-    r"has not (?:yet )?been delivered|not yet been delivered|delivery (?:is |has been )?delayed"
-    r"|will (?:keep|continue) trying|will retry|still trying|warning: message .* delayed"
-    r"|could not send message for past|this is a temporary error|has been delayed|will be retried", re.I)
+    r"has not yet been delivered|not yet been delivered|delivery (?:is |has been )?delayed"
+    r"|will (?:keep|continue) trying|will retry|still trying|warning: message [^\n]{0,200} delayed"
+    r"|could not send message for past|this is a temporary error|has been delayed|will be retried"
+    r"|i'?ll keep trying|not a permanent error", re.I)
+# A delay notice's subject says so ("Warning: message 1ahkyz delayed 24 hours",
+# "Delivery Status Notification (Delay)", "Delayed Mail (still being retried)").
+DELAY_SUBJECT = Pattern(r"\bdelay(?:ed)?\b|\bwarning\b|still being retried|not yet (?:been )?delivered"
+                        r"|undelivered after|verz(?:ö|oe)gert|retard", re.I)
 # Sendmail's, Postfix's and Gmail's delay notices say this outright, whatever
 # else they say ("Your message could not be delivered for more than 4 hours").
 WARNING_ONLY = Pattern(r"this is a warning (?:message )?only", re.I)
@@ -2567,48 +2586,194 @@ WARNING_ONLY = Pattern(r"this is a warning (?:message )?only", re.I)
 RETURNED_COPY = Pattern(
     r"^[ \t]*(?:-+ ?below this line is a copy of the message|-+ ?this is a copy of the message"
     r"|-+ ?original message|-+ ?the original message|original message follows"
-    r"|-+ ?forwarded message|-+ ?returned message|-+ ?message headers? follows?)", re.I | re.M)
-ADDRESS_IN_TEXT = Pattern(r"<([^<>\s@]+@[^<>\s@]+\.[^<>\s@]+)>|^\s+([^<>\s@:]+@[^<>\s@:]+\.[a-z]{2,})\s*$",
-                          re.I | re.M)
+    r"|-+ ?forwarded message|-+ ?returned message|-+ ?message headers? follows?|-+ ?unsent message follows)",
+    re.I | re.M)
+# An address in <>, alone on its line (maybe bulleted, maybe with a comment:
+# "fay@example.org (user not found)"), or ending a line after a colon.  Each
+# alternative starts at one character (<, a line's start, :) and its runs are
+# possessive (never given back), so the search is linear whatever the text;
+# failed_in_text() checks the domain.
+ADDRESS_IN_TEXT = Pattern(
+    r"<([^<>\s@]++@[^<>\s@]++)>"
+    r"|^[ \t]*+(?:[-*>][ \t-]*+)?+([^<>\s@:()]++@[^<>\s@:()]++)[ \t]*+(?:\([^()\n]{0,200}+\))?+[ \t]*+$"
+    r"|:[ \t]++([^<>\s@:()]++@[^<>\s@:()]++)[ \t]*+$", re.I | re.M)
+TOP_LEVEL = Pattern(r"[a-z]{2,63}")
+# Fields that quote message identifiers, which look like addresses.
+ID_FIELDS = Pattern(r"(?:message-id|in-reply-to|references|content-id)[ \t]*:[^\n]*", re.I)
 # Delivery-status fields in a text part: a broken MTA's status part sent as text/plain.
 DSN_IN_TEXT = Pattern(r"^(?:final|original)-recipient:", re.I | re.M)
 # The mail system's own addresses: they send reports, never auto-replies, and never fail.
 MAIL_SYSTEM = Pattern(r"(?:mailer-daemon|postmaster)@", re.I)
+# A report says what it is in its subject, whoever sends it: never an auto-reply.
+REPORT_SUBJECT = Pattern(
+    r"undeliver|undelivered|returned mail|delivery status notification|delivery (?:failure|failed|report)"
+    r"|non-delivery|rejected|could not be delivered|not delivered|user unknown"
+    r"|mail delivery (?:failed|failure|system)|failure notice|non remis|non-remis|unzustellbar"
+    r"|nicht zustellbar|no se (?:pudo|puede) entregar|message not delivered|delivery (?:delayed|warning)", re.I)
+# Auto-replies in the languages of the corpus (README: Bounces): vacation and
+# out-of-office notices, challenge-response systems, tickets, moderation.
+AUTOREPLY_TEXT = Pattern(
+    r"out of (?:the )?office|automatic reply|auto(?:matic)?[- ]?(?:reply|response|responder|answer)"
+    r"|autoreply|vacation|on (?:annual |parental |sick |maternity )?leave|away from (?:the office|my desk|e-?mail)"
+    r"|i am (?:currently )?away|i'?m (?:currently )?away|limited access to (?:my )?e-?mail|abwesenheit|abwesend"
+    r"|nicht im b(?:ü|ue)ro|au(?:ß|ss)er haus|automatische antwort|r(?:é|e)ponse automatique|je suis absent"
+    r"|absente? du bureau|en cong(?:é|e)s?\b|en vacances|respuesta autom(?:á|a)tica|fuera de la oficina"
+    r"|estar(?:é|e) fuera|de vacaciones|afwezig|automatisch antwoord|niet op kantoor|resposta autom(?:á|a)tica"
+    r"|estou ausente|fora do escrit(?:ó|o)rio|risposta automatica|fuori ufficio|sono assente|不在|自動応答"
+    r"|自動返信|自动回复|休假|fr(?:å|a)nvaro|frav(?:æ|ae)r|poissa|nieobecn|отсутств|автоответ"
+    r"|please confirm (?:your (?:message|e-?mail)|that you|you are)"
+    r"|verify (?:that )?you are (?:a )?(?:human|real|person)"
+    r"|confirm (?:that )?you (?:are|sent)|(?:sender|address|e-?mail) verification|challenge[- ]response"
+    r"|spam ?(?:filter|protection|arrest)|whitelist|verification (?:is )?required|tmda|boxbe"
+    r"|awaiting (?:your )?(?:confirmation|verification)|await(?:s|ing) (?:the )?(?:moderator'?s? |moderation )?approval"
+    r"|is being held until|held for (?:the )?(?:moderator|approval)"
+    r"|held for moderat|pending moderat|requires? (?:the )?moderator|this is an automated (?:response|reply)"
+    r"|we (?:have )?received your (?:message|e-?mail|request|enquiry|inquiry)|\bticket\b"
+    r"|thank you for your (?:e-?mail|message)|automatyczna odpowied", re.I)
+AUTOREPLY_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponder", "x-auto-reply", "x-vacation",
+                     "x-list-administrivia")
+NOT_COUNTED = ("delayed", "autoreply", "delivered")
+DSN_TYPES = ("message/delivery-status", "message/global-delivery-status")
+SUCCESS_ACTIONS = ("delivered", "relayed", "expanded")
+# flufl.bounce's detectors read a report line by line with many expressions:
+# they get its first lines only, blank runs made one and long lines cut, and
+# a time budget (README: Bounces).
+BOUNCE_BYTES = 256 * 1024
+BOUNCE_LINES = 2000
+BOUNCE_LINE_CHARS = 1000
+BOUNCE_SECONDS = 1.0
+
+
+class Report:
+    """What a bounce says: its kind, the addresses it says failed for good,
+    and one line of evidence for the owners."""
+
+    def __init__(self, kind, addresses=(), evidence=""):
+        self.kind, self.addresses = kind, sorted(set(addresses))
+        self.evidence = clean_header(evidence)[:240]
 
 
 def bounce_report(raw):
-    """("failed" | "delayed" | "autoreply" | "unknown", failed addresses).
+    """("failed" | "delayed" | "delivered" | "autoreply" | "unknown", failed addresses).
 
     >>> bounce_report(b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\\n\\n"
     ...               b"--b\\nContent-Type: message/delivery-status\\n\\nReporting-MTA: dns; x\\n\\n"
     ...               b"Final-Recipient: rfc822; Ann@x.org\\nAction: failed\\nStatus: 5.1.1\\n--b--\\n")
     ('failed', ['ann@x.org'])
     """
+    report = read_bounce(raw)
+    return report.kind, report.addresses
+
+
+def read_bounce(raw):
+    """The Report of a bounce: an RFC 3464/6533 report by its fields, an
+    auto-reply by what it says, anything else by flufl.bounce's detectors,
+    then by this section's own expressions."""
+    status = delivery_status(Mail(raw))
+    if status is not None:
+        report = dsn_report(field_blocks(status))
+        if report.kind != "unknown":
+            return report                       # (fields that say nothing: read it as text)
     msg = email.message_from_bytes(raw)
-    for part in report_parts(msg):
-        if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):
-            return dsn_report(status_blocks(part))
-    text = "\n".join(part_text(p) for p in report_parts(msg) if p.get_content_type() == "text/plain")[:65536]
+    parts = [part for part, _ in zip(report_parts(msg), range(MAX_PARTS))]
+    texts = [part_text(p) for p in parts if p.get_content_type() == "text/plain"]
+    if not texts:                               # an HTML-only auto-reply or notice
+        texts = [plain_text_of_html(part_text(p)) for p in parts if p.get_content_type() == "text/html"]
+    text = "\n".join(texts)[:65536]
     cut = RETURNED_COPY.search(text)
     text = text[:cut.start()] if cut else text
+    sender = email.utils.parseaddr(str(msg.get("From") or ""))[1]
+    subject = clean_header(decode_words(str(msg.get("Subject") or "")))
+    mail_system = not sender or MAIL_SYSTEM.match(sender) is not None     # (From: <> is one too)
+    if not mail_system and autoreply(msg, subject, text):
+        return Report("autoreply", evidence="an auto-reply: " + subject)
     if DSN_IN_TEXT.search(text):
-        kind, found = dsn_report(field_blocks(text))
-        if found or kind == "delayed":
-            return kind, found
-    warning = WARNING_ONLY.search(text)
-    # A text report counts only when it names whom it failed: failure words
-    # alone are also what phishing and truncated reports are made of.
-    found = failed_in_text(msg, text) if FAILURE_TEXT.search(text) and not warning else []
+        report = dsn_report(field_blocks(text))
+        if report.kind != "unknown":
+            return report
+    if WARNING_ONLY.search(text):
+        return Report("delayed", evidence=line_of(text, WARNING_ONLY))
+    if (DELAY_SUBJECT.search(subject) and not FAILURE_TEXT.search(subject)
+            or DELAY_TEXT.search(text) and not FAILURE_TEXT.search(text)):
+        return Report("delayed", evidence="a delay notice: " + (line_of(text, DELAY_TEXT) or subject))
+    report = detectors_report(raw, own_addresses(msg))
+    if report is not None:
+        return report
+    found = failed_in_text(msg, text) if FAILURE_TEXT.search(text) else []
     if found:
-        return "failed", found
-    if warning or DELAY_TEXT.search(text):
-        return "delayed", []
-    if MAIL_SYSTEM.match(email.utils.parseaddr(str(msg.get("From") or ""))[1]):
-        return "unknown", []
-    if automated_reason(msg) or re.search(r"out of (?:the )?office|vacation|auto(?:matic)?[- ]?reply|away from",
-                                                (msg.get("Subject") or "") + text[:2000], re.I):
-        return "autoreply", []
-    return "unknown", []
+        return Report("failed", found, evidence=line_of(text, FAILURE_TEXT))
+    if DELAY_TEXT.search(text):
+        return Report("delayed", evidence=line_of(text, DELAY_TEXT))
+    if not mail_system and automated_reason(msg) and (msg.get("In-Reply-To") or msg.get("References")):
+        return Report("autoreply", evidence="automated mail: " + subject)
+    return Report("unknown", evidence="Subject: " + subject)
+
+
+def delivery_status(mail):
+    """The text of the report's delivery-status part (RFC 3464, RFC 6533),
+    found and decoded by this program's own reader, or None."""
+    stack = [mail.tree]
+    while stack:
+        part = stack.pop()
+        if part.ctype in DSN_TYPES:
+            return decode_text(part.payload(mail.raw), part.params.get("charset") or "utf-8")
+        stack.extend(reversed(part.children))
+    return None
+
+
+def autoreply(msg, subject, text):
+    """An auto-reply says so in its headers or in its subject or first lines
+    (RFC 3834; many do not say it in headers) -- unless its subject says it is
+    a delivery report."""
+    if REPORT_SUBJECT.search(subject):
+        return False
+    auto = str(msg.get("Auto-Submitted") or "").strip().lower()
+    if auto.startswith("auto-replied") or any(msg.get(h) is not None for h in AUTOREPLY_HEADERS):
+        return True
+    if str(msg.get("Precedence") or "").strip().lower() == "auto_reply":
+        return True
+    return AUTOREPLY_TEXT.search(subject + "\n" + text[:2000]) is not None
+
+
+def line_of(text, pattern):
+    """The line where `pattern` first matches, as evidence."""
+    found = pattern.search(text)
+    if found is None:
+        return ""
+    start = text.rfind("\n", 0, found.start()) + 1
+    end = text.find("\n", found.end())
+    return text[start:end if end >= 0 else len(text)].strip()[:200]
+
+
+def detectors_report(raw, own):
+    """flufl.bounce's detectors (Mailman's) on a bounded copy of the report,
+    imported only here: failed when they name a permanent failure, delayed
+    when only a temporary one, None when they say nothing or run out of time."""
+    import logging
+    logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
+    logging.getLogger("flufl.bounce").propagate = False     # its log.exception must not reach stderr
+    from flufl.bounce import all_failures
+    lines, blank = [], False
+    for line in raw[:BOUNCE_BYTES].split(b"\n"):
+        empty = not line.strip()
+        if not (empty and blank):
+            lines.append(line[:BOUNCE_LINE_CHARS])
+        blank = empty
+        if len(lines) >= BOUNCE_LINES:
+            break
+    small = email.message_from_bytes(b"\n".join(lines))
+    found = within(BOUNCE_SECONDS, all_failures, small)
+    if found is None:
+        return None
+    temporary, permanent = ({a for a in (x.decode("utf-8", "replace").strip().strip("<>").lower() for x in side)
+                             if valid_address(a) and a not in own and not MAIL_SYSTEM.match(a)}
+                            for side in found)
+    if permanent:
+        return Report("failed", permanent, evidence="a failure report that is not RFC 3464 (%s)"
+                      % clean_header(decode_words(str(small.get("Subject") or "")))[:120])
+    if temporary:
+        return Report("delayed", evidence="a delay notice that is not RFC 3464")
+    return None
 
 
 def part_text(part):
@@ -2617,14 +2782,19 @@ def part_text(part):
     return decode_text(payload if isinstance(payload, bytes) else b"", part.get_content_charset())
 
 
+def own_addresses(msg):
+    """The report's own sender and recipients: quoted in transcripts, never failed."""
+    return {a.lower() for _, a in email.utils.getaddresses([str(v) for v in msg.get_all("From", [])
+                                                           + msg.get_all("To", [])])}
+
+
 def failed_in_text(msg, text):
     """The addresses a text report names: X-Failed-Recipients (Exim, Gmail), <a@b>, a line holding one address."""
     found = [a.strip().lower() for a in str(msg.get("X-Failed-Recipients") or "").split(",") if "@" in a]
-    found += [(a or b).lower() for a, b in ADDRESS_IN_TEXT.findall(text)]
-    # the report's own sender and recipient (the list's bounce address, quoted in transcripts) never failed
-    own = {a.lower() for _, a in email.utils.getaddresses([str(v) for v in msg.get_all("From", [])
-                                                           + msg.get_all("To", [])])}
-    return sorted({a for a in found if valid_address(a) and a not in own and not MAIL_SYSTEM.match(a)})
+    found += ["".join(groups).lower() for groups in ADDRESS_IN_TEXT.findall(ID_FIELDS.sub("", text))]
+    own = own_addresses(msg)
+    return sorted({a for a in found if valid_address(a) and TOP_LEVEL.fullmatch(a.rpartition(".")[2])
+                   and a not in own and not MAIL_SYSTEM.match(a)})
 
 
 def report_parts(msg):
@@ -2635,26 +2805,15 @@ def report_parts(msg):
             yield from report_parts(sub)
 
 
-def status_blocks(part):
-    """The field blocks of a delivery-status part (RFC 3464, RFC 6533)."""
-    blocks = part.get_payload()
-    if not isinstance(blocks, list):           # unparsed: split the fields ourselves
-        return field_blocks(str(blocks))
-    if part.get_content_type() != "message/delivery-status":
-        # email parses message/global-delivery-status like message/rfc822: one
-        # "message" of the per-message fields whose body is the recipient blocks
-        return blocks[:1] + field_blocks(str(blocks[0].get_payload()))
-    return blocks
-
-
 def field_blocks(text):
     """Blank-line-separated groups of "Field: value" lines, as messages."""
-    return [email.message_from_string(b.strip() + "\n") for b in re.split(r"\n\s*\n", text) if b.strip()]
+    return [email.message_from_string(b.strip() + "\n") for b in re.split(r"\n[ \t\r]*\n", text) if b.strip()]
 
 
 def dsn_report(blocks):
-    """Classify RFC 3464 field blocks: failed if any recipient failed."""
-    failed, delayed = set(), False
+    """Classify RFC 3464 field blocks: failed if any recipient failed, then
+    delayed, then delivered (success reports), else unknown."""
+    failed, delayed, succeeded, evidence = set(), None, None, ""
     for block in blocks:
         action = (block.get("Action") or "").strip().lower()
         status = (block.get("Status") or "").strip()
@@ -2665,71 +2824,132 @@ def dsn_report(blocks):
         recipients = [str(block.get(f) or "").split(";", 1)[-1].strip().strip("<>").lower()
                       for f in ("Original-Recipient", "Final-Recipient")]
         address = next((a for a in recipients if valid_address(a)), "")
+        said = "Status: %s; %s" % (status, str(block.get("Diagnostic-Code") or "").strip())
         if action == "failed" or (not action and status.startswith("5.")):
+            if address and not failed:
+                evidence = "%s: %s" % (address, said)
             failed.add(address)
         elif action == "delayed" or status.startswith("4."):
-            delayed = True
+            delayed = delayed or said
+        elif action in SUCCESS_ACTIONS:
+            succeeded = succeeded or "Action: " + action
+    failed.discard("")
     if failed:
-        return "failed", sorted(a for a in failed if a)
-    return ("delayed" if delayed else "unknown"), []
+        return Report("failed", failed, evidence="a delivery status report: " + evidence)
+    if delayed:
+        return Report("delayed", evidence=delayed)
+    if succeeded:
+        return Report("delivered", evidence=succeeded)
+    return Report("unknown")
 
 
 def prepare_bounce(d):
     """Before the lock: what the report says (content; never an error)."""
     try:
-        d.report = bounce_report(d.mail.raw)
+        d.report = read_bounce(d.mail.raw)
     except Exception:                           # a report too broken to read reports nothing
         d.log.traceback()
-        d.report = ("unknown", [])
+        d.report = Report("unknown", evidence="an unreadable report")
 
 
 def bounce(d):
-    """L-bounces-USER=HOST (VERP) or L-bounces (addresses from the report)."""
-    kind, addresses = d.report
-    if d.command.arg:
-        user, _, host = d.command.arg.rpartition("=")
-        addresses = ["%s@%s" % (user, host)] if user else []
-    counted, disabled, unknown = [], [], []
-    for address in addresses if kind == "failed" else []:
+    """L-bounces-USER=HOST (VERP: counts for her unless it is a delay, a
+    success report or an auto-reply), L-bounces-TOKEN (a probe's bounce:
+    disables), or L-bounces (counts for the addresses the report says failed)."""
+    report, arg = d.report, d.command.arg or ""
+    if arg and "=" not in arg:
+        d.outcome = "bounce %s %s" % (report.kind, probe_bounced(d, arg, report))
+        return
+    if "=" in arg:
+        user, _, host = arg.rpartition("=")
+        addresses = ["%s@%s" % (user, host)] if user and report.kind not in NOT_COUNTED else []
+        evidence = "a bounce at her VERP address, " + report.evidence
+    else:
+        addresses = report.addresses if report.kind == "failed" else []
+        evidence = report.evidence
+    counted, probed, unknown = [], [], []
+    for address in addresses:
         member = member_by_address(d.db, d.lst, address)
         if member is None or member["status"] == "deleted":
             unknown.append(address)
-        elif count_bounce(d.db, d.settings, member):
-            counted.append(address)
-            if member_by_id(d.db, member["id"])["status"] == "disabled" and member["status"] != "disabled":
-                disabled.append(address)
-    for address in disabled:
-        for owner in owners(d.settings):
-            notify(d, owner, "%s disabled on %s after bounces" % (address, d.lst["name"]),
-                   "Mail to %s kept bouncing, so delivery to this member of %s is disabled.\n"
-                   "They get warnings and are removed after %s unless they write to %s.\n"
-                   % (address, d.lst["name"], plural(d.settings["bounce_remove_days"], "day"),
-                      list_address(d.lst, "set-mail")))
-    d.outcome = "bounce %s for=%s counted=%s disabled=%s unknown=%s" % (
-        kind, ",".join(addresses) or "-", ",".join(counted) or "-", ",".join(disabled) or "-",
+            continue
+        counts, probes = count_bounce(d, member, evidence)
+        counted += [address] * counts
+        probed += [address] * probes
+    d.outcome = "bounce %s for=%s counted=%s probed=%s unknown=%s" % (
+        report.kind, ",".join(addresses) or "-", ",".join(counted) or "-", ",".join(probed) or "-",
         ",".join(unknown) or "-")
 
 
-def count_bounce(db, settings, member):
-    """Add one to the member's score, at most once a UTC day; disable at the threshold."""
-    today = utc(now(), "%Y-%m-%d")
+def count_bounce(d, member, evidence):
+    """Add one to the member's score, at most once a UTC day (a score whose
+    last bounce is more than bounce_stale_days old starts again); at
+    bounce_threshold an active member is sent a probe, unless one is out.
+    Returns (counted, probed)."""
+    today, settings = utc(now(), "%Y-%m-%d"), d.settings
     last = member["bounce_last"]
     if last == today:
-        return False
+        return False, False
     stale = last is None or days_since(last, parse_utc(today)) > settings["bounce_stale_days"]  # whole days
     score = 1 if stale else member["bounce_score"] + 1
-    db.execute("UPDATE members SET bounce_score = ?, bounce_last = ? WHERE id = ?", (score, today, member["id"]))
-    if score >= settings["bounce_threshold"] and member["status"] == "active":
-        db.execute("UPDATE members SET status = 'disabled', disabled_at = ?, probes = 0, last_probe = NULL "
-                   "WHERE id = ?", (utc(now()), member["id"]))
-    return True
+    d.db.execute("UPDATE members SET bounce_score = ?, bounce_last = ?, bounce_first = ?, bounce_evidence = ? "
+                 "WHERE id = ?", (score, today, today if stale else member["bounce_first"] or last,
+                                  clean_header(evidence)[:240], member["id"]))
+    out = member["probe_sent"] and days_since(member["probe_sent"], now()) < settings["bounce_stale_days"]
+    if score < settings["bounce_threshold"] or member["status"] != "active" or out:
+        return True, False
+    send_probe(d, member)
+    return True, True
+
+
+def send_probe(d, member):
+    """A short notice whose envelope sender holds a fresh token: only a real
+    failure of her mailbox can bring it back to L-bounces-TOKEN."""
+    lst, address = d.lst, member["address"]
+    token = new_token(d.db, d.cfg, lst, "probe", address=address, days=d.settings["bounce_stale_days"])
+    d.db.execute("UPDATE members SET probe_sent = ? WHERE id = ?", (utc(now()), member["id"]))
+    queue_notice(d.db, lst, d.source, address, "A test message from the list %s" % lst["name"],
+                 "The list %s has had mail to %s bounce back, so it sends this test message.\n"
+                 "If you read it, your mailbox works and there is nothing to do.\n"
+                 "If it bounces too, the list stops sending to you; you can start again by\n"
+                 "writing to mailto:%s\n" % (lst["name"], address, list_address(lst, "set-mail")),
+                 envelope="%s-bounces-%s@%s" % (lst["name"], token, lst["domain"]))
+
+
+def probe_bounced(d, token, report):
+    """A bounce at L-bounces-TOKEN: the probe of one member came back, so her
+    delivery is disabled and the owners are told on what evidence."""
+    if report.kind in NOT_COUNTED:
+        return "probe answered by a %s notice, not counted" % report.kind
+    row = take_token(d.db, d.cfg, d.lst, "probe", token, d.message_id)
+    if row is None:
+        return "for an unknown or expired probe, dropped"
+    member = member_by_address(d.db, d.lst, row["address"])
+    if member is None or member["status"] != "active":
+        return "probe=%s, who is no longer an active member" % row["address"]
+    d.db.execute("UPDATE members SET status = 'disabled', disabled_at = ?, probe_sent = NULL, warnings = 0, "
+                 "last_warning = NULL WHERE id = ?", (utc(now()), member["id"]))
+    address, name, days = member["address"], d.lst["name"], d.settings["bounce_remove_days"]
+    for owner in owners(d.settings):
+        notify(d, owner, "%s disabled on %s after bounces" % (address, name),
+               "Mail to %s bounced on %s, from %s to %s; the last bounce was\n  %s\n"
+               "So the list sent a probe on %s from an address only that message carried,\n"
+               "and the probe bounced too:\n  %s\n\n"
+               "Delivery to this member of %s is disabled. They get warnings and are\n"
+               "removed after %s unless they write to %s.\n"
+               % (address, plural(member["bounce_score"], "day"), member["bounce_first"] or "?",
+                  member["bounce_last"] or "?", member["bounce_evidence"] or "(not recorded)",
+                  member["probe_sent"] or "?", report.evidence or report.kind, name, plural(days, "day"),
+                  list_address(d.lst, "set-mail")))
+    return "probe=%s disabled" % address
 
 
 def reenable(d):
     """A disabled member who writes to a command address gets mail again."""
     with write(d.db):
         d.db.execute("UPDATE members SET status = 'active', bounce_score = 0, bounce_last = NULL, "
-                     "disabled_at = NULL, probes = 0, last_probe = NULL WHERE id = ?", (d.member["id"],))
+                     "bounce_first = NULL, bounce_evidence = NULL, probe_sent = NULL, disabled_at = NULL, "
+                     "warnings = 0, last_warning = NULL WHERE id = ?", (d.member["id"],))
     d.member = member_by_address(d.db, d.lst, d.member["address"])
 
 
@@ -2817,12 +3037,18 @@ def close_idle_threads(db, lst, settings):
 
 
 def bounce_housekeeping(cfg, db, lst, settings):
-    """Warn members disabled by bounces (PROBES times), then remove them."""
+    """Probes that did not bounce within bounce_stale_days: the score starts
+    again.  Members disabled by a probe's bounce: WARNINGS warnings, then
+    removal after bounce_remove_days."""
     t = now()
     remove_days = settings["bounce_remove_days"]
-    every = remove_days / PROBES
-    probed, removed = [], []
+    every = remove_days / WARNINGS
+    warned, removed = [], []
     source = "cron %s" % utc(t)
+    with write(db):
+        passed = db.execute("UPDATE members SET bounce_score = 0, bounce_first = NULL, probe_sent = NULL "
+                            "WHERE list_id = ? AND probe_sent < ?",
+                            (lst["id"], utc(t - settings["bounce_stale_days"] * 86400))).rowcount
     for member in members_with_status(db, lst, "disabled"):
         if member["disabled_at"] is None:
             continue
@@ -2836,17 +3062,18 @@ def bounce_housekeeping(cfg, db, lst, settings):
                         "Mail to %s bounced until delivery was disabled, and %s later it still had not "
                         "come back, so it is no longer a member of %s.\n"
                         % (member["address"], plural(remove_days, "day"), lst["name"]))
-            elif member["probes"] < PROBES and (member["last_probe"] is None
-                                                or days_since(member["last_probe"], t) >= every):
-                queue_probe(db, lst, source, member, remove_days)
-                db.execute("UPDATE members SET probes = probes + 1, last_probe = ? WHERE id = ?",
+            elif member["warnings"] < WARNINGS and (member["last_warning"] is None
+                                                    or days_since(member["last_warning"], t) >= every):
+                queue_warning(db, lst, source, member, remove_days)
+                db.execute("UPDATE members SET warnings = warnings + 1, last_warning = ? WHERE id = ?",
                            (utc(t), member["id"]))
-                probed.append(member["address"])
-    return ["probed=%s" % ",".join(probed)] * bool(probed) + ["removed=%s" % ",".join(removed)] * bool(removed)
+                warned.append(member["address"])
+    return (["probes_passed=%d" % passed] * bool(passed) + ["warned=%s" % ",".join(warned)] * bool(warned)
+            + ["removed=%s" % ",".join(removed)] * bool(removed))
 
 
-def queue_probe(db, lst, source, member, remove_days):
-    """A warning sent with the member's VERP envelope, so a bounce of it is seen too."""
+def queue_warning(db, lst, source, member, remove_days):
+    """A warning sent with the member's VERP envelope: one that is delivered is her chance to act."""
     address = member["address"]
     until = utc(parse_utc(member["disabled_at"]) + remove_days * 86400, "%Y-%m-%d")
     queue_notice(db, lst, source, address, "Your mail from %s is paused" % lst["name"],
@@ -3019,15 +3246,16 @@ def cmd_members(cfg, args):
     lst = need_list(db, args["LIST"])
     rows = [{"address": r["address"], "preference": "all" if r["preference"] else "first",
              "format": r["format"], "status": r["status"], "bounce_score": r["bounce_score"],
-             "bounce_last": r["bounce_last"], "disabled_at": r["disabled_at"], "joined": r["joined"]}
+             "bounce_last": r["bounce_last"], "bounce_evidence": r["bounce_evidence"],
+             "probe_sent": r["probe_sent"], "disabled_at": r["disabled_at"], "joined": r["joined"]}
             for r in db.execute("SELECT m.*, s.address FROM members m JOIN subscribers s "
                                 "ON s.id = m.subscriber_id WHERE m.list_id = ? ORDER BY s.address",
                                 (lst["id"],))]
     if args["--json"]:
         print_json(rows)
     for r in [] if args["--json"] else rows:
-        print("%-40s %-5s %-4s %-8s bounces=%d" % (r["address"], r["preference"], r["format"],
-                                                  r["status"], r["bounce_score"]))
+        print("%-40s %-5s %-4s %-8s bounces=%d%s" % (r["address"], r["preference"], r["format"], r["status"],
+                                                    r["bounce_score"], " probed" * bool(r["probe_sent"])))
     return 0
 
 

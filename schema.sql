@@ -40,9 +40,12 @@ CREATE TABLE IF NOT EXISTS members (
                   CHECK (status IN ('active', 'nomail', 'disabled', 'deleted')),
     bounce_score  INTEGER NOT NULL DEFAULT 0,
     bounce_last   TEXT,                          -- UTC date of the last counted bounce
-    disabled_at   TEXT,                          -- UTC time delivery was disabled by bounces
-    probes        INTEGER NOT NULL DEFAULT 0,    -- warnings sent since then
-    last_probe    TEXT,
+    bounce_first  TEXT,                          -- UTC date of the first bounce of this score
+    bounce_evidence TEXT,                        -- what the last counted bounce said, for the owners
+    probe_sent    TEXT,                          -- UTC time of the probe out at bounce_threshold
+    disabled_at   TEXT,                          -- UTC time delivery was disabled by a probe's bounce
+    warnings      INTEGER NOT NULL DEFAULT 0,    -- warnings sent since then
+    last_warning  TEXT,
     joined        TEXT NOT NULL DEFAULT (datetime('now')),
     UNIQUE (list_id, subscriber_id)
 );
@@ -119,7 +122,7 @@ CREATE TABLE IF NOT EXISTS progress (
 CREATE TABLE IF NOT EXISTS tokens (
     nonce    TEXT PRIMARY KEY,
     list_id  INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
-    purpose  TEXT NOT NULL,                      -- hold, join, subscribe, unsubscribe
+    purpose  TEXT NOT NULL,                      -- hold, join, subscribe, unsubscribe, probe
     message  INTEGER REFERENCES messages(id) ON DELETE CASCADE,
     address  TEXT,
     expires  REAL NOT NULL,
@@ -159,7 +162,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_source ON outbox (list_id, source);
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (list_id, sent);
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 
 -- Migrations ###################################################################
 -- "-- to N" starts the statements that bring a version N-1 database to N.
@@ -200,3 +203,11 @@ ALTER TABLE messages_v3 RENAME TO messages;
 -- columns nothing reads
 ALTER TABLE progress DROP COLUMN batches;
 ALTER TABLE threads DROP COLUMN first_message;
+
+-- to 4
+-- bounces: a probe at bounce_threshold, and the evidence the owners are told
+ALTER TABLE members RENAME COLUMN probes TO warnings;
+ALTER TABLE members RENAME COLUMN last_probe TO last_warning;
+ALTER TABLE members ADD COLUMN bounce_first TEXT;
+ALTER TABLE members ADD COLUMN bounce_evidence TEXT;
+ALTER TABLE members ADD COLUMN probe_sent TEXT;

@@ -245,20 +245,36 @@ def test_owner_set_by_newlist(mixed):
     assert OWNER in proc.stdout.decode()
 
 
-@pytest.mark.parametrize("where", ["help", "bounces-all-text=example.com"])
-def test_commands_and_bounces_import_no_optional_module(mixed, where):
-    """SPEC §9: a command or a bounce starts without docopt, html2text or
-    dnspython (PYTHONPROFILEIMPORTTIME lists every import on stderr)."""
-    raw = make_msg(ALL_TEXT, mixed.addr(where), "help")
-    proc = mixed.deliver(raw, to=mixed.addr(where), env={"PYTHONPROFILEIMPORTTIME": "1"},
-                         sender="" if where.startswith("bounces") else "from")
-    assert proc.returncode == 0, mixed.explain(proc)
+def imports_of(ml, raw, to, sender):
+    """The modules a deliver process imported (PYTHONPROFILEIMPORTTIME lists every import on stderr)."""
+    proc = ml.deliver(raw, to=to, env={"PYTHONPROFILEIMPORTTIME": "1"}, sender=sender)
+    assert proc.returncode == 0, ml.explain(proc)
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr_text.splitlines()
                 if line.startswith("import time:")}
     assert "email.utils" in imported and "sqlite3" in imported       # the listing works
-    assert not imported & {"docopt", "html2text", "dns", "dns.resolver", "ctypes"}, sorted(imported)
-    if where == "help":                                            # an answer needs no MIME parser either
+    return imported
+
+
+@pytest.mark.parametrize("where", ["help", "bounces-all-text=example.com"])
+def test_commands_and_bounces_import_no_optional_module(mixed, where):
+    """SPEC §9: a command or an RFC 3464 bounce starts without docopt,
+    html2text, dnspython or flufl.bounce."""
+    if where == "help":
+        imported = imports_of(mixed, make_msg(ALL_TEXT, mixed.addr(where), "help"), mixed.addr(where), "from")
         assert not imported & {"email.parser", "email.feedparser", "email.generator"}, sorted(imported)
+    else:
+        from test_lifecycle import dsn
+        raw, verp = dsn(mixed, ALL_TEXT, "imports")
+        imported = imports_of(mixed, raw, verp, "")
+    assert not imported & {"docopt", "html2text", "dns", "dns.resolver", "ctypes", "flufl.bounce"}, sorted(imported)
+    # a report in no standard format is where flufl.bounce's detectors come in
+    if where != "help":
+        raw = make_msg("MAILER-DAEMON@mx.example.com", mixed.addr(where), "failure notice",
+                       body="Hi. This is the qmail-send program at mx.example.com.\n"
+                            "I'm afraid I wasn't able to deliver your message to the following addresses.\n"
+                            "This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
+                            "<all-text@example.com>:\nSorry, no mailbox here by that name. (#5.1.1)\n")
+        assert "flufl.bounce" in imports_of(mixed, raw, mixed.addr(where), "")
 
 
 @pytest.mark.parametrize("installed", [False, True], ids=["script", "module-on-path"])

@@ -281,3 +281,47 @@ def test_postfix_bounce_through_verp_address_raises_the_members_score(mail_syste
     assert not re.search(r"to=<(mailer-daemon(@[^>]*)?)?>", maillog, re.I), postfix.log()
     assert not sink.matching(lambda t: any(r in ("", "<>") or r.lower().startswith("mailer-daemon")
                                            for r in t.rcpt_tos)), sink.matching(lambda t: True)
+
+
+def test_postfix_real_failure_disables_the_member_through_the_probe(mail_system):
+    """Issue 9, acceptance item 2: a mailbox that really fails.  Postfix's DSN
+    for the list copy reaches bounce_threshold (1 here), so mlmpipe sends a
+    probe from L-bounces-TOKEN; the sink refuses it too, Postfix's DSN for the
+    probe comes back to that address, and only then is the member disabled
+    and the owners told why."""
+    postfix, sink = mail_system
+    member = "ghost-probe@example.com"               # refused by the sink, like every ghost*
+    postfix.mlmpipe("add", PIPE_LIST, member)
+    postfix.mlmpipe("config", PIPE_LIST, "bounce_threshold", "1")
+    try:
+        submit(postfix, PIPE_MEMBERS[0], "%s-new@%s" % (PIPE_LIST, harness.PIPE_DOMAIN), "Probe post")
+        probe_envelope = re.compile(r"%s-bounces-[0-9a-f]{40}@%s" % (PIPE_LIST, re.escape(harness.PIPE_DOMAIN)))
+
+        def probe_refused():
+            return [(sender, rcpt) for sender, rcpt in sink.refused
+                    if rcpt == member and probe_envelope.fullmatch(sender)]
+        [(probe_sender, _)] = harness.wait_until(probe_refused, postfix, sink, timeout=90,
+                                                 what="the probe to %s, refused by the sink" % member)
+        assert member_record(postfix, PIPE_LIST, member)["bounce_score"] == 1
+
+        def disabled():
+            record = member_record(postfix, PIPE_LIST, member)
+            return record if record["status"] == "disabled" else None
+        record = harness.wait_until(disabled, postfix, sink, timeout=90,
+                                    what="the probe's bounce disabling %s" % member)
+        assert record["disabled_at"] and record["probe_sent"] is None, record
+        # the probe's bounce was Postfix's own DSN, delivered to the probe's address
+        [dsn] = postfix.tapped(lambda t: t.option("recipient") == probe_sender)
+        assert dsn.option("sender") == "" and dsn.message.get_content_type() == "multipart/report", dsn
+        # the owners are told, with the evidence: the bounces and the probe's bounce
+        told = harness.wait_until(
+            lambda: sink.matching(lambda t: OWNER in t.rcpt_tos and member in str(t.message["Subject"])
+                                  and "disabled" in str(t.message["Subject"])),
+            postfix, sink, timeout=60, what="the owners' notice")
+        text = told[0].message.get_payload(decode=True).decode()
+        assert "probe" in text and "5.1.1" in text, text
+        # everyone else keeps getting mail
+        for address in PIPE_MEMBERS:
+            assert member_record(postfix, PIPE_LIST, address)["status"] == "active", address
+    finally:
+        postfix.mlmpipe("config", PIPE_LIST, "bounce_threshold", "5")

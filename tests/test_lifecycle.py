@@ -1,6 +1,7 @@
 """A member's way from first bounce to disabled to removed, with a controlled
 clock (MLMPIPE_NOW), and the other timed housekeeping of `cron`."""
 import json
+import re
 
 from conftest import ALL_BOTH, ALL_TEXT, OWNER, Call, deliveries, make_msg, once_each, replies, set_headers
 
@@ -54,7 +55,23 @@ def member(ml, address):
     return ml.members()[address]
 
 
-def test_bounce_to_disabled_to_removed(mixed):
+def probe_of(ml, calls, address):
+    """The probe among these calls: to `address`, from L-bounces-TOKEN."""
+    (probe,) = [c for c in calls if c.recipients == [address]]
+    local = probe.sender.rpartition("@")[0]
+    assert re.fullmatch(re.escape(ml.name) + r"-bounces-[0-9a-f]{40}", local), probe.sender
+    return probe
+
+
+def bounce_probe(ml, probe, address, day, msgid="p"):
+    """The probe comes back: a DSN for `address` at the probe's envelope sender."""
+    raw, _ = dsn(ml, address, "%s%d" % (msgid, day))
+    proc = ml.deliver(raw, to=probe.sender, sender="", env={"MLMPIPE_NOW": str(T0 + day * DAY)})
+    assert proc.returncode == 0, ml.explain(proc)
+    return proc
+
+
+def test_bounce_to_probe_to_disabled_to_removed(mixed):
     ml, seen = mixed, set()
     for day in range(4):                               # four days, four points
         bounce_on(ml, ALL_TEXT, day)
@@ -62,26 +79,42 @@ def test_bounce_to_disabled_to_removed(mixed):
     assert (member(ml, ALL_TEXT)["bounce_score"], member(ml, ALL_TEXT)["status"]) == (4, "active")
     raw, verp = dsn(ml, ALL_TEXT, "d4")
     ml.post(raw, to=verp, sender="", env={"MLMPIPE_NOW": str(T0 + 4 * DAY)})
+    calls = ml.take()
+    # bounce_threshold (5): a probe, not yet disabled, and the owners not bothered
+    probe = probe_of(ml, calls, ALL_TEXT)
+    assert [c.recipients for c in calls] == [[ALL_TEXT]]
+    assert probe.msg["Auto-Submitted"] == "auto-replied" and ml.addr("set-mail") in probe.msg.get_content()
+    m = member(ml, ALL_TEXT)
+    assert (m["status"], m["bounce_score"], m["probe_sent"][:10]) == ("active", 5, "2027-01-19")
+    _, _, calls = ml.new_thread(ALL_BOTH)
+    assert ALL_TEXT in once_each(deliveries(calls))    # still gets the list's mail
+    # more bounces while the probe is out send no second probe
+    bounce_on(ml, ALL_TEXT, 5)
+    assert member(ml, ALL_TEXT)["bounce_score"] == 6
+
+    bounce_probe(ml, probe, ALL_TEXT, 5)
     told = once_each(replies(ml.take()))
     assert set(told) == {OWNER} and "disabled" in str(told[OWNER].msg["Subject"])
+    evidence = told[OWNER].msg.get_content()
+    assert "probe" in evidence and "5.1.1" in evidence and "2027-01-15" in evidence, evidence
     m = member(ml, ALL_TEXT)
-    assert (m["status"], m["bounce_score"]) == ("disabled", 5) and m["disabled_at"].startswith("2027-01-")
+    assert (m["status"], m["probe_sent"]) == ("disabled", None) and m["disabled_at"].startswith("2027-01-20")
 
     # disabled: no list mail
     _, _, calls = ml.new_thread(ALL_BOTH)
     assert ALL_TEXT not in once_each(deliveries(calls))
 
     # cron warns three times, a week apart, with the member's VERP envelope ...
-    probes = []
-    for day in (5, 6, 12, 19, 20):
+    warnings = []
+    for day in (6, 7, 13, 20, 21):
         run_cron(ml, day)
-        probes += [c for c in admin_calls(ml, seen) if c.recipients == [ALL_TEXT]]
-    assert len(probes) == 3
-    assert all(c.sender == ml.addr("bounces-all-text=example.com") for c in probes)
-    assert ml.addr("set-mail") in probes[0].msg.get_content()
+        warnings += [c for c in admin_calls(ml, seen) if c.recipients == [ALL_TEXT]]
+    assert len(warnings) == 3
+    assert all(c.sender == ml.addr("bounces-all-text=example.com") for c in warnings)
+    assert ml.addr("set-mail") in warnings[0].msg.get_content()
     assert member(ml, ALL_TEXT)["status"] == "disabled"
     # ... and removes the member bounce_remove_days (21) after disabling
-    run_cron(ml, 26)
+    run_cron(ml, 27)
     assert member(ml, ALL_TEXT)["status"] == "deleted"
     removed = [c for c in admin_calls(ml, seen) if c.recipients == [OWNER]]
     assert len(removed) == 1 and "removed" in str(removed[0].msg["Subject"])
@@ -98,7 +131,10 @@ def test_stale_score_starts_again(mixed):
 
 def disable(ml, address):
     ml.cli("config", ml.name, "bounce_threshold", "1")
-    bounce_on(ml, address, 0)
+    raw, verp = dsn(ml, address, "d0")
+    ml.post(raw, to=verp, sender="", env={"MLMPIPE_NOW": str(T0)})
+    bounce_probe(ml, probe_of(ml, ml.take(), address), address, 0)
+    ml.take()
     assert member(ml, address)["status"] == "disabled"
 
 

@@ -336,9 +336,13 @@ def test_a_version_1_database_is_migrated(tmp_path):
     old.close()
     cfg = type("Cfg", (), {"database": str(path), "db_timeout": 5})()
     db = mlmpipe.open_db(cfg)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == mlmpipe.read_schema().version == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == mlmpipe.read_schema().version == 4
     row = db.execute("SELECT * FROM members").fetchone()
-    assert (row["bounce_score"], row["probes"], row["last_probe"]) == (2, 0, None)
+    assert (row["bounce_score"], row["warnings"], row["last_warning"], row["probe_sent"]) == (2, 0, None, None)
+    fresh = sqlite3.connect(":memory:")
+    fresh.executescript(mlmpipe.read_schema().script)
+    assert sorted(r[1] for r in db.execute("PRAGMA table_info(members)")) == sorted(
+        r[1] for r in fresh.execute("PRAGMA table_info(members)"))       # migrated = created
     assert "used_by" in [r[1] for r in db.execute("PRAGMA table_info(tokens)")]
     assert "new_thread" in [r[1] for r in db.execute("PRAGMA table_info(messages)")]
     assert {"overrides_member", "tokens_message", "messages_status"} <= {
