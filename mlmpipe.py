@@ -2674,7 +2674,7 @@ def read_bounce(raw):
         report = dsn_report(field_blocks(status))
         if report.kind != "unknown":
             return report                       # (fields that say nothing: read it as text)
-    msg = email.message_from_bytes(raw)
+    msg = email.message_from_bytes(bounded_copy(raw))
     parts = [part for part, _ in zip(report_parts(msg), range(MAX_PARTS))]
     texts = [part_text(p) for p in parts if p.get_content_type() == "text/plain"]
     if not texts:                               # an HTML-only auto-reply or notice
@@ -2696,7 +2696,7 @@ def read_bounce(raw):
     if (DELAY_SUBJECT.search(subject) and not FAILURE_TEXT.search(subject)
             or DELAY_TEXT.search(text) and not FAILURE_TEXT.search(text)):
         return Report("delayed", evidence="a delay notice: " + (line_of(text, DELAY_TEXT) or subject))
-    report = detectors_report(raw, own_addresses(msg))
+    report = detectors_report(msg, own_addresses(msg))
     if report is not None:
         return report
     found = failed_in_text(msg, text) if FAILURE_TEXT.search(text) else []
@@ -2745,14 +2745,9 @@ def line_of(text, pattern):
     return text[start:end if end >= 0 else len(text)].strip()[:200]
 
 
-def detectors_report(raw, own):
-    """flufl.bounce's detectors (Mailman's) on a bounded copy of the report,
-    imported only here: failed when they name a permanent failure, delayed
-    when only a temporary one, None when they say nothing or run out of time."""
-    import logging
-    logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
-    logging.getLogger("flufl.bounce").propagate = False     # its log.exception must not reach stderr
-    from flufl.bounce import all_failures
+def bounded_copy(raw):
+    """What is read of a report that is not RFC 3464: its first BOUNCE_LINES
+    lines, runs of blank lines made one, lines cut at BOUNCE_LINE_CHARS."""
     lines, blank = [], False
     for line in raw[:BOUNCE_BYTES].split(b"\n"):
         empty = not line.strip()
@@ -2761,16 +2756,27 @@ def detectors_report(raw, own):
         blank = empty
         if len(lines) >= BOUNCE_LINES:
             break
-    small = email.message_from_bytes(b"\n".join(lines))
-    found = within(BOUNCE_SECONDS, all_failures, small)
+    return b"\n".join(lines)
+
+
+def detectors_report(msg, own):
+    """flufl.bounce's detectors (Mailman's) on a report (its bounded copy),
+    imported only here: failed when they name a permanent failure, delayed
+    when only a temporary one, None when they say nothing or run out of time."""
+    import logging
+    logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
+    logging.getLogger("flufl.bounce").propagate = False     # its log.exception must not reach stderr
+    from flufl.bounce import all_failures
+    found = within(BOUNCE_SECONDS, all_failures, msg)
     if found is None:
         return None
-    temporary, permanent = ({a for a in (x.decode("utf-8", "replace").strip().strip("<>").lower() for x in side)
+    temporary, permanent = ({a for a in ((text_of(x) if isinstance(x, bytes) else str(x)).strip("<> \t").lower()
+                                         for x in side)
                              if valid_address(a) and a not in own and not MAIL_SYSTEM.match(a)}
                             for side in found)
     if permanent:
         return Report("failed", permanent, evidence="a failure report that is not RFC 3464 (%s)"
-                      % clean_header(decode_words(str(small.get("Subject") or "")))[:120])
+                      % clean_header(decode_words(str(msg.get("Subject") or "")))[:120])
     if temporary:
         return Report("delayed", evidence="a delay notice that is not RFC 3464")
     return None
