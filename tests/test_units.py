@@ -386,3 +386,28 @@ def test_header_block_strips_line_breaks_encodes_and_folds():
     assert all(len(line) <= 78 for line in raw.split(b"\n"))
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert str(msg["Subject"]) == mlmpipe.clean_header(subject) and msg["Bcc"] is None
+
+
+def test_begin_immediate_polls_for_the_write_lock_and_gives_up_at_the_busy_timeout(tmp_path):
+    """The write lock is waited for in short polls up to the connection's busy
+    timeout (db_timeout); then 'database is locked' as before (a Temporary
+    exit); the busy timeout is the connection's own again afterwards."""
+    import threading
+    path = str(tmp_path / "lock.sqlite")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode = WAL")
+    holder.execute("CREATE TABLE t (x)")
+    waiter = sqlite3.connect(path, timeout=0.3, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        mlmpipe.begin_immediate(waiter)
+    assert waiter.execute("PRAGMA busy_timeout").fetchone()[0] == 300
+    waiter.execute("PRAGMA busy_timeout = 20000")
+    release = threading.Timer(0.5, lambda: holder.execute("COMMIT"))  # past LOCK_POLL_MS: a poll gets it
+    release.start()
+    mlmpipe.begin_immediate(waiter)
+    waiter.execute("INSERT INTO t VALUES (1)")
+    waiter.execute("COMMIT")
+    release.join()
+    assert waiter.execute("PRAGMA busy_timeout").fetchone()[0] == 20000
+    assert holder.execute("SELECT count(*) FROM t").fetchone()[0] == 1
