@@ -29,6 +29,14 @@ def at(day):
     return {"MLMPIPE_NOW": str(T0 + day * DAY)}
 
 
+def probed(ml, tag):
+    """With bounce_threshold 1, one bounce of ALL_TEXT: the probe it sent."""
+    ml.cli("config", ml.name, "bounce_threshold", "1")
+    raw, verp = dsn(ml, ALL_TEXT, tag)
+    ml.deliver(raw, to=verp, sender="", env=at(0))
+    return probe_of(ml, ml.take(), ALL_TEXT)
+
+
 def test_a_forged_dsn_naming_every_member_on_five_days_disables_nobody(mixed):
     ml = mixed
     probes = []
@@ -82,10 +90,7 @@ def test_forged_verp_bounces_for_one_member_disable_nobody(mixed):
 
 def test_the_probe_bounces_once_and_only_while_it_is_fresh(mixed):
     ml = mixed
-    ml.cli("config", ml.name, "bounce_threshold", "1")
-    raw, verp = dsn(ml, ALL_TEXT, "x")
-    ml.deliver(raw, to=verp, sender="", env=at(0))
-    probe = probe_of(ml, ml.take(), ALL_TEXT)
+    probe = probed(ml, "x")
     # more than bounce_stale_days (7) later the probe's address is dead
     bounce_probe(ml, probe, ALL_TEXT, 8)
     assert member(ml, ALL_TEXT)["status"] == "active"
@@ -94,10 +99,7 @@ def test_the_probe_bounces_once_and_only_while_it_is_fresh(mixed):
 
 def test_a_probe_answered_by_an_auto_reply_or_a_delay_does_not_disable(mixed):
     ml = mixed
-    ml.cli("config", ml.name, "bounce_threshold", "1")
-    raw, verp = dsn(ml, ALL_TEXT, "y")
-    ml.deliver(raw, to=verp, sender="", env=at(0))
-    probe = probe_of(ml, ml.take(), ALL_TEXT)
+    probe = probed(ml, "y")
     vacation = make_msg(ALL_TEXT, probe.sender, "Out of office: A test message from the list",
                         body="I am on leave until Monday and will read your message then.\n",
                         headers={"Auto-Submitted": "auto-replied"})
@@ -120,10 +122,7 @@ def test_a_probe_answered_by_an_auto_reply_or_a_delay_does_not_disable(mixed):
 
 def test_a_retried_probe_bounce_tells_the_owners_once(mixed):
     ml = mixed
-    ml.cli("config", ml.name, "bounce_threshold", "1")
-    raw, verp = dsn(ml, ALL_TEXT, "r")
-    ml.deliver(raw, to=verp, sender="", env=at(0))
-    probe = probe_of(ml, ml.take(), ALL_TEXT)
+    probe = probed(ml, "r")
     bounce_probe(ml, probe, ALL_TEXT, 1)
     bounce_probe(ml, probe, ALL_TEXT, 1)                 # the MTA delivers the same bounce again
     assert [c.recipients for c in ml.take()] == [[OWNER]]
