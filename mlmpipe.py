@@ -2668,6 +2668,7 @@ BOUNCE_BYTES = 256 * 1024
 BOUNCE_LINES = 2000
 BOUNCE_LINE_CHARS = 1000
 BOUNCE_SECONDS = 1.0
+DSN_BLOCKS = 1000                 # recipient blocks read of one delivery-status report
 
 
 class Report:
@@ -2742,7 +2743,7 @@ def delivery_status(mail):
     while stack:
         part = stack.pop()
         if part.ctype in DSN_TYPES:
-            return decode_text(part.payload(mail.raw), part.params.get("charset") or "utf-8")
+            return decode_text(part.payload(mail.raw)[:BOUNCE_BYTES], part.params.get("charset") or "utf-8")
         stack.extend(reversed(part.children))
     return None
 
@@ -2838,8 +2839,10 @@ def report_parts(msg):
 
 
 def field_blocks(text):
-    """Blank-line-separated groups of "Field: value" lines, as messages."""
-    return [email.message_from_string(b.strip() + "\n") for b in re.split(r"\n[ \t\r]*\n", text) if b.strip()]
+    """Blank-line-separated groups of "Field: value" lines, as messages (the
+    first DSN_BLOCKS: a report of more recipients is read that far)."""
+    blocks = (b for b in re.split(r"\n[ \t\r]*\n", text) if b.strip())
+    return [email.message_from_string(b.strip() + "\n") for b, _ in zip(blocks, range(DSN_BLOCKS))]
 
 
 def dsn_report(blocks):

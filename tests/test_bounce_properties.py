@@ -193,6 +193,17 @@ def test_detectors_get_a_bounded_copy_and_a_time_budget(monkeypatch):
     assert mlmpipe.read_bounce(raw).addresses == ["ann@example.com"]        # mlmpipe's own reading
 
 
+def test_a_status_part_of_a_million_blocks_is_read_to_its_first_thousand():
+    blocks = "".join("\nFinal-Recipient: rfc822; m%d@example.com\nAction: failed\nStatus: 5.1.1\n" % i
+                     for i in range(3000)) + "\nx: y\n" * 1000000
+    raw = ("From: MAILER-DAEMON@mx.example.com\nTo: %s\nSubject: Undelivered Mail\nMIME-Version: 1.0\n"
+           'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n--B\n'
+           "Content-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.com\n%s--B--\n"
+           % (LIST_BOUNCES, blocks)).encode()
+    report = mlmpipe.read_bounce(raw)
+    assert report.kind == "failed" and 0 < len(report.addresses) < mlmpipe.DSN_BLOCKS
+
+
 def test_within_returns_none_for_failures_and_overruns():
     assert mlmpipe.within(5, sorted, [3, 1]) == [1, 3]
     assert mlmpipe.within(5, int, "x") is None
