@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis) for reading bounces (SPEC 5.6), in
+"""Property-based tests (hypothesis) for reading bounces (README: Bounces), in
 process: whatever a report contains, `read_bounce`
 
   a. never raises, and says one of the five kinds; it names failed addresses

@@ -257,7 +257,7 @@ def imports_of(ml, raw, to, sender):
 
 @pytest.mark.parametrize("where", ["help", "bounces-all-text=example.com"])
 def test_commands_and_bounces_import_no_optional_module(mixed, where):
-    """SPEC §9: a command or an RFC 3464 bounce starts without docopt,
+    """README, Performance: a command or an RFC 3464 bounce starts without docopt,
     html2text, dnspython or flufl.bounce."""
     if where == "help":
         imported = imports_of(mixed, make_msg(ALL_TEXT, mixed.addr(where), "help"), mixed.addr(where), "from")

@@ -1,4 +1,4 @@
-"""Bounces nobody can forge (SPEC 5.6): a score at bounce_threshold sends a
+"""Bounces nobody can forge (README: Bounces): a score at bounce_threshold sends a
 probe from L-bounces-TOKEN, and only the probe's bounce disables.  Forged
 DSNs naming every member, forged VERP bounces, guessed or reused probe
 addresses and auto-replies to a probe take nobody off the list."""

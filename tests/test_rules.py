@@ -165,7 +165,7 @@ def test_owner_address_forwards_to_owners_without_verp(mixed):
 def test_unreadable_bounce_is_accepted_never_refused(mixed):
     """A report that says nothing readable: at L-bounces it names nobody and
     is dropped; at a VERP address the address names the member, so it counts
-    (SPEC 5.6, as in Mailman). Either way exit 0 and no answer."""
+    (README: Bounces, as in Mailman). Either way exit 0 and no answer."""
     bounce = make_msg("MAILER-DAEMON@mx.example.com", mixed.bounces,
                       "Undelivered Mail Returned to Sender", body="Something happened.\n")
     mixed.post(bounce, to=mixed.bounces, sender="")
