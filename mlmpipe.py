@@ -165,8 +165,8 @@ COMMANDS = {
     "thread-subscribe": Word(None, "follow_thread"),
     "thread-unsubscribe": Word(None, "follow_thread"),
     "thread-digest": Word(DIGEST_MODES, None, later="thread digests"),
-    "thread-summary": Word(None, None, later="summaries by mail"),
-    "thread-close": Word(None, None, later="closing a thread by mail"),
+    "thread-summary": Word(None, "summary", passive=True),
+    "thread-close": Word(None, "close_thread"),
 }
 
 # Bounds on what one message may make mlmpipe do (README: Broken and hostile mail).
@@ -973,6 +973,23 @@ def set_override(db, thread, member_id, subscribed):
                (thread["id"], member_id, subscribed))
 
 
+def left_thread(db, thread, member_id):
+    """A follower stops following: she has had the thread's messages up to now."""
+    db.execute("UPDATE overrides SET left_after = (SELECT max(id) FROM messages WHERE thread_id = ? "
+               "AND status IN ('sending', 'sent')) WHERE thread_id = ? AND member_id = ?",
+               (thread["id"], thread["id"], member_id))
+
+
+def left_after(db, thread, member_id):
+    row = db.execute("SELECT left_after FROM overrides WHERE thread_id = ? AND member_id = ?",
+                     (thread["id"], member_id)).fetchone()
+    return row["left_after"] if row is not None else None
+
+
+def close(db, thread):
+    db.execute("UPDATE threads SET status = 'closed' WHERE id = ?", (thread["id"],))
+
+
 def message_by_message_id(db, lst, message_id):
     return db.execute("SELECT * FROM messages WHERE list_id = ? AND message_id = ?",
                       (lst["id"], message_id)).fetchone()
@@ -1081,10 +1098,11 @@ def active_threads(db, lst):
                       "ORDER BY number DESC", (lst["id"],)).fetchall()
 
 
-def catch_up(db, thread):
-    """The thread's later messages (not the first) that were sent."""
+def catch_up(db, thread, after=None):
+    """The thread's later messages (not the first) that were sent, after
+    message `after` (where she stopped following; None: she never did)."""
     return db.execute("SELECT * FROM messages WHERE thread_id = ? AND status = 'sent' "
-                      "AND kind = 'reply' ORDER BY id", (thread["id"],)).fetchall()
+                      "AND kind = 'reply' AND id > ? ORDER BY id", (thread["id"], after or 0)).fetchall()
 
 
 def message_by_id(db, message_row):
@@ -1981,9 +1999,45 @@ def post(d):
         set_override(d.db, thread, d.member["id"], 1)     # posters follow (README: Who receives what)
 
 
+prepare_summary = prepare_post
+
+
+def summary(d):
+    """L-THREAD-summary: the originator's (or an owner's) conclusion goes to
+    audience(T), everyone who got the first message; then T is closed."""
+    refuse_unless_originator_or_owner(d, "send the summary of")
+    post(d)
+    if d.distribute is not None:
+        close(d.db, d.thread)
+        d.outcome = "summary of %s sent; the thread is closed" % d.thread["name"]
+
+
+def close_thread(d):
+    """L-THREAD-close, by the originator or an owner."""
+    to = requester(d)
+    refuse_unless_originator_or_owner(d, "close")
+    close(d.db, d.thread)
+    name = d.thread["name"]
+    notify(d, to, "Thread %s of %s is closed" % (name, d.lst["name"]),
+           "The thread %s (\"%s\") of %s is closed: mail to it is returned to its sender\n"
+           "with the address for a new thread, mailto:%s\n"
+           % (name, d.thread["subject"], d.lst["name"], list_address(d.lst, "new")))
+    d.outcome = "thread %s closed" % name
+
+
+def refuse_unless_originator_or_owner(d, what):
+    author = (d.author or "").lower()
+    if author != (d.thread["originator"] or "").lower() and author not in {o.lower() for o in owners(d.settings)}:
+        raise Refuse("5.7.1 only the originator of thread %s or an owner of %s can %s it"
+                     % (d.thread["name"], d.lst["name"], what), EX_NOPERM)
+
+
 def choose_thread(d):
     """The plan: a later message in an existing thread, or a new thread's first."""
     word, arg = d.command.word, d.command.arg
+    if word == "summary":
+        d.plan = ("summary", d.thread, None, None)
+        return
     if word == "post":
         d.thread = thread_of_references(d.db, d.lst, d.mail.references())
     if word == "new" and d.command.thread is not None:
@@ -2279,6 +2333,8 @@ def follow_thread(d):
     name, subject = d.thread["name"], d.thread["subject"]
     was = is_follower(d.db, thread_chain(d.db, d.thread), member["id"])
     set_override(d.db, d.thread, member["id"], 1 if follow else 0)
+    if not follow and was:
+        left_thread(d.db, d.thread, member["id"])
     if not follow:
         notify(d, member["address"], "You no longer follow %s on %s" % (name, d.lst["name"]),
                "You will no longer get the messages of the thread %s (\"%s\") on %s.\n"
@@ -2288,7 +2344,7 @@ def follow_thread(d):
     text = ("You now follow the thread %s (\"%s\") on %s and get its messages.\n"
             "To stop, write to mailto:%s\n" % (name, subject, d.lst["name"],
                                               list_address(d.lst, name + "-unsubscribe")))
-    earlier = [] if was else catch_up(d.db, d.thread)
+    earlier = [] if was else catch_up(d.db, d.thread, left_after(d.db, d.thread, member["id"]))
     digest = None
     if earlier:
         style = "text" if member["format"] == "text" else "mime"
@@ -2341,17 +2397,27 @@ def send_threads(d):
         notify(d, member["address"], "Threads of %s" % d.lst["name"], threads_text(d.db, d.lst))
 
 
+def states_text(lst):
+    return (
+        "A thread is new until its first reply, then active. Its originator or an owner\n"
+        "can close it by writing to %s, or by sending a summary to\n%s, which goes to\n"
+        "everyone who got its first message. Mail to a closed thread is returned with the\n"
+        "address for a new one. Threads nobody writes to for a while may be closed;\n"
+        "perpetual ones never are.\n" % (list_address(lst, "THREAD-close"), list_address(lst, "THREAD-summary")))
+
+
 def threads_text(db, lst):
-    lines = ["Active threads of %s:\n" % lst["name"]]
+    lines = ["Open threads of %s:\n" % lst["name"]]
     for t in active_threads(db, lst):
-        lines.append("%s  \"%s\" (%s)\n  write: mailto:%s\n  follow: mailto:%s\n"
+        lines.append("%s  \"%s\" (%s, %s)\n  write: mailto:%s\n  follow: mailto:%s\n"
                      "  stop following: mailto:%s\n" % (
-                         t["name"], t["subject"], plural(t["messages"], "message"), list_address(lst, t["name"]),
+                         t["name"], t["subject"], t["status"], plural(t["messages"], "message"),
+                         list_address(lst, t["name"]),
                          list_address(lst, t["name"] + "-subscribe"),
                          list_address(lst, t["name"] + "-unsubscribe")))
     if len(lines) == 1:
         lines.append("(none yet: start one by writing to %s)\n" % list_address(lst, "new"))
-    return "\n".join(lines)
+    return "\n".join(lines + [states_text(lst)])
 
 
 def send_help(d):
@@ -2368,7 +2434,9 @@ def help_text(lst):
         "  %(new)s  start a new thread\n  %(newname)s  start a new thread called NAME\n"
         "  %(t)s  write to THREAD\n  %(tnew)s  start a thread for THREAD's followers\n\n"
         "Threads\n  %(tsub)s  follow THREAD\n  %(tunsub)s  stop following THREAD\n"
-        "  %(threads)s  list the active threads\n\n"
+        "  %(threads)s  list the open threads\n"
+        "  %(tsummary)s  the originator's summary: to all who got the first message; closes THREAD\n"
+        "  %(tclose)s  close THREAD (its originator or an owner)\n\n"
         "Your settings\n  %(all)s / %(first)s  every message of new threads / only their first\n"
         "  %(text)s / %(html)s / %(both)s  the format you receive\n"
         "  %(nomail)s / %(mail)s  pause / resume delivery\n"
@@ -2376,6 +2444,7 @@ def help_text(lst):
         "  %(owner)s  write to the list's owners\n  %(help)s  this help\n" % dict(
             n=lst["name"], post=a(""), new=a("new"), newname=a("new-NAME"), t=a("THREAD"),
             tnew=a("THREAD-new"), tsub=a("THREAD-subscribe"), tunsub=a("THREAD-unsubscribe"),
+            tsummary=a("THREAD-summary"), tclose=a("THREAD-close"),
             threads=a("threads"), all=a("set-all"), first=a("set-first"), text=a("set-text"),
             html=a("set-html"), both=a("set-both"), nomail=a("set-nomail"), mail=a("set-mail"),
             sub=a("subscribe"), unsub=a("unsubscribe"), owner=a("owner"), help=a("help")))

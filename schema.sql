@@ -103,6 +103,7 @@ CREATE TABLE IF NOT EXISTS overrides (
     member_id  INTEGER NOT NULL REFERENCES members(id) ON DELETE CASCADE,
     subscribed INTEGER NOT NULL CHECK (subscribed IN (0, 1)),
     digest     TEXT CHECK (digest IN ('daily', 'weekly', 'monthly')),
+    left_after INTEGER,          -- she stopped following after this message: catch-up starts there
     PRIMARY KEY (thread_id, member_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS overrides_member ON overrides (member_id);
@@ -162,7 +163,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_source ON outbox (list_id, source);
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (list_id, sent);
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;
 
 -- Migrations ###################################################################
 -- "-- to N" starts the statements that bring a version N-1 database to N.
@@ -211,3 +212,7 @@ ALTER TABLE members RENAME COLUMN last_probe TO last_warning;
 ALTER TABLE members ADD COLUMN bounce_first TEXT;
 ALTER TABLE members ADD COLUMN bounce_evidence TEXT;
 ALTER TABLE members ADD COLUMN probe_sent TEXT;
+
+-- to 5
+-- catch-up: where a member stopped following a thread
+ALTER TABLE overrides ADD COLUMN left_after INTEGER;

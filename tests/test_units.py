@@ -336,13 +336,14 @@ def test_a_version_1_database_is_migrated(tmp_path):
     old.close()
     cfg = type("Cfg", (), {"database": str(path), "db_timeout": 5})()
     db = mlmpipe.open_db(cfg)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == mlmpipe.read_schema().version == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == mlmpipe.read_schema().version == 5
     row = db.execute("SELECT * FROM members").fetchone()
     assert (row["bounce_score"], row["warnings"], row["last_warning"], row["probe_sent"]) == (2, 0, None, None)
     fresh = sqlite3.connect(":memory:")
     fresh.executescript(mlmpipe.read_schema().script)
-    assert sorted(r[1] for r in db.execute("PRAGMA table_info(members)")) == sorted(
-        r[1] for r in fresh.execute("PRAGMA table_info(members)"))       # migrated = created
+    for table in ("members", "overrides", "tokens", "messages"):                # migrated = created
+        assert sorted(r[1] for r in db.execute("PRAGMA table_info(%s)" % table)) == sorted(
+            r[1] for r in fresh.execute("PRAGMA table_info(%s)" % table)), table
     assert "used_by" in [r[1] for r in db.execute("PRAGMA table_info(tokens)")]
     assert "new_thread" in [r[1] for r in db.execute("PRAGMA table_info(messages)")]
     assert {"overrides_member", "tokens_message", "messages_status"} <= {
