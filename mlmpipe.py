@@ -112,6 +112,7 @@ LIST_CHOICES = {
 LIST_NUMBERS = {"max_post_kb": 1, "bounce_threshold": 1, "bounce_stale_days": 1,
                 "bounce_remove_days": 1, "thread_idle_days": 0}
 
+WORD_RE = re.compile(r"\w+")     # a word of a watch: letters and digits of any language
 FORMATS = ("text", "html", "both")
 PREFERENCES = {"all": 1, "first": 0}
 # L-set-WORD: the member column it changes and the value.
@@ -151,8 +152,8 @@ COMMANDS = {
     "unsubscribe": Word(None, "unsubscribe"),
     "confirm": Word("arg", "confirm"),
     "set": Word(tuple(SETTINGS), "change_setting"),
-    "watch": Word("arg", None, later="keyword watches"),
-    "unwatch": Word("arg", None, later="keyword watches"),
+    "watch": Word("optional", "watch"),
+    "unwatch": Word("arg", "watch"),
     "threads": Word(None, "send_threads"),
     "help": Word(None, "send_help"),
     "owner": Word(None, "forward_to_owners", passive=True),
@@ -971,6 +972,24 @@ def set_override(db, thread, member_id, subscribed):
     db.execute("INSERT INTO overrides (thread_id, member_id, subscribed) VALUES (?, ?, ?) "
                "ON CONFLICT (thread_id, member_id) DO UPDATE SET subscribed = excluded.subscribed",
                (thread["id"], member_id, subscribed))
+
+
+def watches_of(db, member_id):
+    return [r["words"] for r in db.execute("SELECT words FROM watches WHERE member_id = ? ORDER BY words",
+                                           (member_id,))]
+
+
+def set_watch(db, member_id, words, on):
+    if on:
+        db.execute("INSERT OR IGNORE INTO watches (member_id, words) VALUES (?, ?)", (member_id, words))
+    else:
+        db.execute("DELETE FROM watches WHERE member_id = ? AND words = ?", (member_id, words))
+
+
+def watchers(db, lst):
+    """(member id, words) of the list's active members' watches."""
+    return db.execute("SELECT w.member_id, w.words FROM watches w JOIN members m ON m.id = w.member_id "
+                      "WHERE m.list_id = ? AND m.status = 'active'", (lst["id"],)).fetchall()
 
 
 def left_thread(db, thread, member_id):
@@ -2199,8 +2218,10 @@ def distribute(cfg, db, log, message_id, mail=None):
         headers = outgoing_headers(mail, lst, settings, thread, row["message_id"], row["author"])
     except Exception as exc:
         return (0, 0), quarantine_stored(cfg, db, log, lst, settings, row, exc)
-    for fmt, follower, condition, params in recipient_groups(db, thread, row["kind"]):
-        variant = "%s/%s" % (fmt, "follower" if follower else "other")
+    groups = recipient_groups(db, thread, row["kind"])
+    groups += watch_groups(db, lst, thread, row["kind"], mail, rendering)
+    for fmt, follower, condition, params in groups:
+        variant = "%s/%s" % (fmt, {True: "follower", False: "other", None: "watch"}[follower])
         after, data = done.get(variant, 0), None
         while True:
             rows = recipients_page(db, lst, fmt, condition, params, after, page)
@@ -2208,7 +2229,7 @@ def distribute(cfg, db, log, message_id, mail=None):
                 break
             if data is None:
                 try:
-                    data = render_variant(mail, body, rendering, fmt, footers(lst, thread, follower), headers)
+                    data = render_variant(mail, body, rendering, fmt, footers(lst, thread, bool(follower)), headers)
                 except Exception as exc:
                     return (recipients, batches), quarantine_stored(cfg, db, log, lst, settings, row, exc)
             for flags, addresses in sendmail_calls(cfg, lst, [r["address"] for r in rows]):
@@ -2241,6 +2262,27 @@ def recipient_groups(db, thread, kind):
         groups.append((fmt, True, "%s AND %s" % (audience, follows), both))
         groups.append((fmt, False, "%s AND NOT %s" % (audience, follows), both))
     return groups
+
+
+def watch_groups(db, lst, thread, kind, mail, rendering):
+    """[(format, None, SQL condition, params)]: the watchers whose words all
+    occur in the message's subject or text and who do not get it anyway
+    (README: Keyword watches); they get the non-follower footer."""
+    found = watchers(db, lst)
+    if not found:
+        return []
+    words = set(WORD_RE.findall((mail.subject() + "\n" + rendering.text).casefold()))
+    ids = sorted({r["member_id"] for r in found if set(r["words"].split()) <= words})
+    if not ids:
+        return []
+    chain = thread_chain(db, thread)
+    gets, params = follows_sql(chain) if kind == "reply" else audience_sql(chain)
+    condition = "m.id IN (SELECT value FROM json_each(?)) AND NOT %s" % gets
+    return [(fmt, None, condition, [json_list(ids)] + params) for fmt in FORMATS]
+
+
+def json_list(ids):
+    return "[%s]" % ",".join(str(int(i)) for i in ids)
 
 
 def quarantine_stored(cfg, db, log, lst, settings, row, exc):
@@ -2388,6 +2430,41 @@ def change_setting(d):
     }[d.command.arg]
     notify(d, member["address"], "Your setting on %s: %s" % (d.lst["name"], d.command.arg),
            "From now on you receive %s from %s.\n" % (meaning, d.lst["name"]))
+
+
+def watch(d):
+    """L-watch (list), L-watch-WORD[.WORD...] and L-unwatch-WORD[.WORD...]."""
+    member = command_member(d)
+    if member is None:
+        return
+    words = watch_words(d.command.arg)
+    if d.command.arg and not words:
+        raise Refuse("5.1.3 a watch needs words of letters or digits, as in %s"
+                     % list_address(d.lst, "watch-visa.deadline"), EX_DATAERR)
+    on = d.command.word == "watch"
+    if words:
+        set_watch(d.db, member["id"], words, on)
+    text = ("You now also get every message whose subject or text holds all of: %s\n" % words if words and on
+            else "You no longer watch: %s\n" % words if words else "")
+    notify(d, member["address"], "Your watches on %s" % d.lst["name"], text + watches_text(d, member))
+    d.outcome = "%s %s" % (d.command.word, words or "(list)")
+
+
+def watch_words(arg):
+    """The words of a watch, lower case, sorted, one space between ("" if none)."""
+    return " ".join(sorted(set(w for w in WORD_RE.findall((arg or "").replace(".", " ").casefold()))))
+
+
+def watches_text(d, member):
+    found = watches_of(d.db, member["id"])
+    lines = ["Your watches on %s:" % d.lst["name"]] + ["  %s  (stop: mailto:%s)" % (
+        w, list_address(d.lst, "unwatch-" + w.replace(" ", "."))) for w in found]
+    if not found:
+        lines.append("  (none)")
+    lines.append("\nA watch brings you every message of the list whose subject or text holds all its\n"
+                 "words (whole words, any case), in threads you do not follow too: write to\n"
+                 "mailto:%s for \"visa\" and \"deadline\"." % list_address(d.lst, "watch-visa.deadline"))
+    return "\n".join(lines) + "\n"
 
 
 def send_threads(d):

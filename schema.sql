@@ -108,6 +108,14 @@ CREATE TABLE IF NOT EXISTS overrides (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS overrides_member ON overrides (member_id);
 
+-- Keyword watches: a message whose subject or text holds all of `words`
+-- (lower case, sorted, one space between) reaches the member too.
+CREATE TABLE IF NOT EXISTS watches (
+    member_id INTEGER NOT NULL REFERENCES members(id) ON DELETE CASCADE,
+    words     TEXT NOT NULL,
+    PRIMARY KEY (member_id, words)
+) WITHOUT ROWID;
+
 -- Fan-out progress: per message and variant, the last member id whose batch
 -- sendmail accepted.  A retried delivery resumes after it.
 CREATE TABLE IF NOT EXISTS progress (
@@ -163,7 +171,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_source ON outbox (list_id, source);
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (list_id, sent);
 
-PRAGMA user_version = 5;
+PRAGMA user_version = 6;
 
 -- Migrations ###################################################################
 -- "-- to N" starts the statements that bring a version N-1 database to N.
@@ -216,3 +224,6 @@ ALTER TABLE members ADD COLUMN probe_sent TEXT;
 -- to 5
 -- catch-up: where a member stopped following a thread
 ALTER TABLE overrides ADD COLUMN left_after INTEGER;
+
+-- to 6
+-- keyword watches (the table is made by the part above, which runs after the migrations)
