@@ -157,7 +157,7 @@ COMMANDS = {
     "threads": Word(None, "send_threads"),
     "help": Word(None, "send_help"),
     "owner": Word(None, "forward_to_owners", passive=True),
-    "request": Word(None, None, later="commands by mail to -request"),
+    "request": Word(None, "request"),
     "approve": Word("arg", "owner_action", passive=True),
     "reject": Word("arg", "owner_action", passive=True),
     "bounces": Word("optional", "bounce", passive=True),
@@ -1837,6 +1837,8 @@ class Delivery:
         self.stored = None         # the messages row this delivery stored
         self.distribute = None     # the messages row to distribute after the commit
         self.redeliver = None      # an approved quarantined command, handled again after the commit
+        self.answers = None        # L-request: the answers its commands give, sent as one
+        self.request_lines = []    # L-request: the subject and first lines of the body
         self.outcome = "done"      # what the log line says happened
         self.sent = (0, 0)         # recipients, batches
 
@@ -2096,7 +2098,11 @@ def queue_owner_notices(db, cfg, lst, settings, source, message_row, reason):
 
 
 def notify(d, to, subject, text, **extra):
-    """Queue a notice answering this delivery (sent after the commit)."""
+    """Queue a notice answering this delivery (sent after the commit); under
+    L-request, an answer to its sender is kept for the one answer."""
+    if d.answers is not None and to == d.answers[0] and not extra.get("digest"):
+        d.answers.append((subject, text, extra.get("reply_to")))
+        return
     queue_notice(d.db, d.lst, d.source, to, subject, text, in_reply_to=d.message_id, **extra)
 
 
@@ -2465,6 +2471,96 @@ def watches_text(d, member):
                  "words (whole words, any case), in threads you do not follow too: write to\n"
                  "mailto:%s for \"visa\" and \"deadline\"." % list_address(d.lst, "watch-visa.deadline"))
     return "\n".join(lines) + "\n"
+
+
+# L-request: commands written in the subject or the first lines of the body
+# (README: Commands by mail).  Each is the word of its address, with its
+# argument after a space: "set first", "watch visa deadline".
+REQUEST_WORDS = {"subscribe": "subscribe", "join": "subscribe", "unsubscribe": "unsubscribe",
+                 "leave": "unsubscribe", "help": "help", "threads": "threads", "set": "set",
+                 "watch": "watch", "unwatch": "unwatch"}
+REQUEST_LINES = 10                # body lines read (not counting blank and quoted ones)
+REQUEST_UNKNOWN = 3               # unknown lines in a row that end the commands (prose follows)
+QUOTE_INTRO = Pattern(r"^(?:on |le |am |el ).{0,200}(?:wrote|a écrit|schrieb|escribió)\s*:$", re.I)
+
+
+def prepare_request(d):
+    """Before the lock: the lines to read, from the text rendering (an HTML-only message too)."""
+    try:
+        text = render(d.mail).text
+    except Exception:                           # unreadable: only the subject counts
+        text = ""
+    d.request_lines = request_lines(d.mail.subject(), text)
+
+
+def request_lines(subject, text):
+    """The subject (without Re:) and the body's first lines, up to a signature
+    ("-- "), without quoted lines and their "On ... wrote:" introduction."""
+    lines = [re.sub(r"^(?:\s*(?:re|fwd?|aw|sv|wg)\s*:)+", "", subject, flags=re.I).strip()]
+    for line in text.splitlines():
+        if line.rstrip() == "--" or line.startswith("-- "):
+            break
+        line = line.strip()
+        if line and not line.startswith(">") and not QUOTE_INTRO.match(line):
+            lines.append(line[:200])
+        if len(lines) > REQUEST_LINES:
+            break
+    return lines
+
+
+def request_command(line):
+    """The Command a line asks for, or None."""
+    words = [w.strip("*_`") for w in line.lower().strip(" .!").split()]     # (html2text's **bold**)
+    word = REQUEST_WORDS.get(words[0] if words else "")
+    if word is None:
+        return None
+    rest = words[1:]
+    if word == "set":
+        return Command("set", rest[0]) if len(rest) == 1 and rest[0] in SETTINGS else None
+    if word in ("watch", "unwatch"):
+        arg = ".".join(rest)
+        return Command(word, arg) if COMMANDS[word].fits(arg) else None
+    return Command(word) if not rest else None
+
+
+def request(d):
+    """L-request: run each command of the subject and first lines, as its
+    address would, and answer once with what each did."""
+    to = requester(d)
+    done, unknown, in_a_row = [], [], 0
+    d.answers, asked = [to], (d.command, d.word)
+    for n, line in enumerate(d.request_lines):
+        command = request_command(line)
+        if command is None:
+            if n and line:                      # (a subject that is no command is just a subject)
+                unknown.append(line)
+                in_a_row += 1
+                if in_a_row >= REQUEST_UNKNOWN:
+                    break
+            continue
+        in_a_row, start = 0, len(d.answers)
+        d.command, d.word = command, COMMANDS[command.word]
+        try:
+            globals()[d.word.handler](d)
+        except (Refuse, Discard) as outcome:
+            d.answers.append(("", str(outcome).split(" ", 1)[-1], None))
+        said = d.answers[start:] or [("", "Done.", None)]
+        done.append("> %s\n%s" % (line, "\n".join(indent(text) for _, text, _ in said)))
+    answers, d.answers = d.answers[1:], None
+    d.command, d.word = asked
+    reply_to = next((r for _, _, r in answers if r), None)
+    text = ("Your mail to %s asked for %s.\n\n" % (list_address(d.lst, "request"), plural(len(done), "command"))
+            + "\n".join(done))
+    if unknown:
+        text += "\nNot understood:\n%s\n" % "\n".join("  " + line for line in unknown)
+    if not done:
+        text += "\n" + help_text(d.lst)
+    notify(d, to, "Your commands to %s" % d.lst["name"], text, reply_to=reply_to)
+    d.outcome = "request: %s" % (", ".join(line for line in (x.split("\n", 1)[0][2:] for x in done)) or "nothing")
+
+
+def indent(text):
+    return "\n".join("  " + line if line else "" for line in text.rstrip("\n").split("\n")) + "\n"
 
 
 def send_threads(d):

@@ -140,7 +140,8 @@ def test_closed_thread_returns_post_with_how_to_start_new(mixed):
 
 
 def test_not_yet_commands_are_refused_plainly(mixed):
-    for rest in ("request",):
+    thread, _, _ = mixed.new_thread(ALL_TEXT)
+    for rest in (thread + "-digest-daily",):
         proc = mixed.deliver(make_msg(ALL_TEXT, mixed.addr(rest), "x"), to=mixed.addr(rest))
         assert proc.returncode == 67, rest
         assert proc.stderr_text.startswith("5.3.3 ") and "does not handle" in proc.stderr_text
