@@ -121,14 +121,18 @@ SETTINGS = {
     "text": ("format", "text"), "html": ("format", "html"),
     "both": ("format", "both"),
     "nomail": ("status", "nomail"), "mail": ("status", "active"),
+    "digest-daily": ("digest", "daily"), "digest-weekly": ("digest", "weekly"),
+    "digest-monthly": ("digest", "monthly"), "digest-off": ("digest", None),
 }
 DIGEST_MODES = ("daily", "weekly", "monthly", "off")
+# A digest of a mode is due once per period: the period's name, as strftime makes it.
+DIGEST_PERIODS = {"daily": "%Y-%m-%d", "weekly": "%G-W%V", "monthly": "%Y-%m"}
+DIGEST_BATCH = 200                # members' digests queued per transaction by cron
 
 # The command vocabulary: the word after "L-" (scope "list") or after
 # "L-THREAD-" (scope "thread"; "thread-reply" is L-THREAD itself) -> its
 # argument rule, the function that handles it, whether mail to it is passive
-# (does not re-enable a member disabled by bounces), and, for a word whose
-# feature has not landed, the refusal's name for it.  Argument rules: None
+# (does not re-enable a member disabled by bounces).  Argument rules: None
 # (nothing may follow), "arg" (something must), "optional", or a tuple of the
 # words allowed.  Words are matched whole, so the order never matters.
 class Word:
@@ -136,8 +140,8 @@ class Word:
     handle()'s transaction; a function called prepare_HANDLER, when there is
     one, runs before it, outside the lock."""
 
-    def __init__(self, arg, handler, passive=False, later=None):
-        self.arg, self.handler, self.passive, self.later = arg, handler, passive, later
+    def __init__(self, arg, handler, passive=False):
+        self.arg, self.handler, self.passive = arg, handler, passive
 
     def fits(self, arg):
         if isinstance(self.arg, tuple):
@@ -165,7 +169,7 @@ COMMANDS = {
     "thread-new": Word("optional", "post", passive=True),
     "thread-subscribe": Word(None, "follow_thread"),
     "thread-unsubscribe": Word(None, "follow_thread"),
-    "thread-digest": Word(DIGEST_MODES, None, later="thread digests"),
+    "thread-digest": Word(DIGEST_MODES, "thread_digest"),
     "thread-summary": Word(None, "summary", passive=True),
     "thread-close": Word(None, "close_thread"),
 }
@@ -974,6 +978,43 @@ def set_override(db, thread, member_id, subscribed):
                (thread["id"], member_id, subscribed))
 
 
+def start_digest(db, lst, member_id, mode):
+    """Her digests of `mode` start with what comes after now (she had the rest
+    one by one) and the first is due next period."""
+    db.execute("INSERT INTO digests (member_id, mode, after, sent) VALUES (?, ?, "
+               "(SELECT coalesce(max(id), 0) FROM messages WHERE list_id = ?), ?) "
+               "ON CONFLICT (member_id, mode) DO UPDATE SET after = max(after, excluded.after)",
+               (member_id, mode, lst["id"], utc(now())))
+
+
+def set_thread_digest(db, thread, member_id, mode):
+    """A digest mode for one thread (or "off": one by one); she follows it."""
+    db.execute("INSERT INTO overrides (thread_id, member_id, subscribed, digest) VALUES (?, ?, 1, ?) "
+               "ON CONFLICT (thread_id, member_id) DO UPDATE SET subscribed = 1, digest = excluded.digest",
+               (thread["id"], member_id, mode))
+
+
+def digest_mode_sql():
+    """SQL: member m's digest mode for thread ? ('off' when one by one); a
+    per-thread setting wins over her list-wide one."""
+    return ("coalesce((SELECT o.digest FROM overrides o WHERE o.thread_id = ? AND o.member_id = m.id), "
+            "m.digest, 'off')")
+
+
+def digest_states(db, lst):
+    return {(r["member_id"], r["mode"]): r for r in db.execute(
+        "SELECT d.* FROM digests d JOIN members m ON m.id = d.member_id WHERE m.list_id = ?", (lst["id"],))}
+
+
+def digest_takers(db, lst, thread):
+    """(member id, address, format, mode) of the active followers of `thread` who take it as a digest."""
+    follows, params = follows_sql(thread_chain(db, thread))
+    return db.execute(
+        "SELECT m.id, s.address, m.format, %s AS mode FROM members m JOIN subscribers s ON s.id = m.subscriber_id "
+        "WHERE m.list_id = ? AND m.status = 'active' AND %s AND mode != 'off'" % (digest_mode_sql(), follows),
+        [thread["id"], lst["id"]] + params).fetchall()
+
+
 def watches_of(db, member_id):
     return [r["words"] for r in db.execute("SELECT words FROM watches WHERE member_id = ? ORDER BY words",
                                            (member_id,))]
@@ -1103,7 +1144,7 @@ def members_with_status(db, lst, status):
 
 
 def set_member(db, member_id, column, value):
-    assert column in ("preference", "format", "status")
+    assert column in ("preference", "format", "status", "digest")
     db.execute("UPDATE members SET %s = ? WHERE id = ?" % column, (value, member_id))
 
 
@@ -1791,7 +1832,7 @@ def notice_bytes(cfg, db, lst, row):
     messages = [db.execute("SELECT * FROM messages WHERE id = ?", (int(i),)).fetchone() for i in ids.split(",") if i]
     messages = [m for m in messages if m is not None]
     if style == "text" and messages:
-        text += digest_text(cfg, messages)
+        text += digest_text(cfg, messages, row["subject"] if row["source"].startswith("digest ") else "Digest")
     if style == "mime" and messages:
         return header_block(fields) + multipart_bytes("mixed", [text_part(text, "plain"), digest_mime(cfg, messages)])
     return header_block(fields) + text_part(text, "plain")
@@ -1882,9 +1923,6 @@ def deliver(cfg, log, stdin, env, recipient=None, sender=None):
     d = Delivery(cfg, db, log, mail, recipient, sender)
     find_list(d)
     try:
-        if d.word.handler is None:
-            raise Refuse("5.3.3 this version of mlmpipe does not handle %s yet; write to %s for what works"
-                         % (d.word.later, list_address(d.lst, "help")), EX_NOUSER)
         if d.member is not None and d.member["status"] == "disabled" and not d.word.passive \
                 and rule_automated(d) is None:
             reenable(d)
@@ -2261,9 +2299,10 @@ def recipient_groups(db, thread, kind):
     audience, audience_params = audience_sql(chain)
     both = audience_params + follows_params
     groups = []
+    one_by_one = "%s = 'off'" % digest_mode_sql()
     for fmt in FORMATS:
-        if kind == "reply":
-            groups.append((fmt, True, follows, follows_params))
+        if kind == "reply":             # (those who take the thread as a digest get it there)
+            groups.append((fmt, True, "%s AND %s" % (follows, one_by_one), follows_params + [thread["id"]]))
             continue
         groups.append((fmt, True, "%s AND %s" % (audience, follows), both))
         groups.append((fmt, False, "%s AND NOT %s" % (audience, follows), both))
@@ -2407,14 +2446,17 @@ def digest_mime(cfg, rows):
     return multipart_bytes("digest", [[b"\n", read_archived(cfg, row)] for row in rows])
 
 
-def digest_text(cfg, rows):
-    """The stored messages' text renderings, RFC 1153 style."""
-    out = []
+def digest_text(cfg, rows, title="Digest"):
+    """The stored messages' text renderings as an RFC 1153 digest after the
+    preamble: 70 dashes, each message with Date, From and Subject and 30
+    dashes after it, then "End of TITLE"."""
+    out = ["\n" + "-" * 70 + "\n\n"]
     for row in rows:
         body = read_archived(cfg, row, ".txt").decode("utf-8", "replace").strip("\n")
-        out.append("Date: %s\nFrom: %s\nSubject: %s\n\n%s\n\n------------------------------\n\n" % (
-            row["received"], row["author"], row["subject"], body))
-    return "".join(out)
+        out.append("Date: %s\nFrom: %s\nSubject: %s\n\n%s\n\n%s\n\n" % (
+            row["received"], row["author"], clean_header(row["subject"] or ""), body, "-" * 30))
+    end = "End of %s" % title
+    return "".join(out) + end + "\n" + "*" * len(end) + "\n"
 
 
 def plural(n, word):
@@ -2433,9 +2475,32 @@ def change_setting(d):
         "text": "plain text", "html": "HTML", "both": "text and HTML together (multipart/alternative)",
         "nomail": "no mail at all until you write to %s" % list_address(d.lst, "set-mail"),
         "mail": "mail again",
+        "digest-daily": "the later messages of the threads you follow as one digest a day",
+        "digest-weekly": "the later messages of the threads you follow as one digest a week",
+        "digest-monthly": "the later messages of the threads you follow as one digest a month",
+        "digest-off": "the messages of the threads you follow one by one",
     }[d.command.arg]
+    if column == "digest" and value is not None:
+        start_digest(d.db, d.lst, member["id"], value)
     notify(d, member["address"], "Your setting on %s: %s" % (d.lst["name"], d.command.arg),
            "From now on you receive %s from %s.\n" % (meaning, d.lst["name"]))
+
+
+def thread_digest(d):
+    """L-THREAD-digest-daily|weekly|monthly|off: this thread's later messages
+    as a digest (or one by one again); she follows it."""
+    member = command_member(d)
+    if member is None:
+        return
+    mode, name = d.command.arg, d.thread["name"]
+    set_thread_digest(d.db, d.thread, member["id"], mode)
+    if mode != "off":
+        start_digest(d.db, d.lst, member["id"], mode)
+    notify(d, member["address"], "Thread %s of %s: %s" % (name, d.lst["name"],
+                                                          "one by one" if mode == "off" else mode + " digest"),
+           ("You get the later messages of the thread %s (\"%s\") one by one.\n" if mode == "off" else
+            "You get the later messages of the thread %%s (\"%%s\") as a %s digest.\n" % mode)
+           % (name, d.thread["subject"]) + "One by one again: mailto:%s\n" % list_address(d.lst, name + "-digest-off"))
 
 
 def watch(d):
@@ -2609,18 +2674,26 @@ def help_text(lst):
         "Threads\n  %(tsub)s  follow THREAD\n  %(tunsub)s  stop following THREAD\n"
         "  %(threads)s  list the open threads\n"
         "  %(tsummary)s  the originator's summary: to all who got the first message; closes THREAD\n"
-        "  %(tclose)s  close THREAD (its originator or an owner)\n\n"
+        "  %(tclose)s  close THREAD (its originator or an owner)\n"
+        "  %(tdigest)s  THREAD's later messages as a digest (-weekly, -monthly; -off: one by one)\n\n"
+        "Watches\n  %(watch)s  also get any message holding all these words\n"
+        "  %(unwatch)s  stop that watch\n  %(watches)s  list your watches\n\n"
         "Your settings\n  %(all)s / %(first)s  every message of new threads / only their first\n"
         "  %(text)s / %(html)s / %(both)s  the format you receive\n"
         "  %(nomail)s / %(mail)s  pause / resume delivery\n"
+        "  %(digest)s  the later messages of all you follow as one digest a day\n"
+        "    (-weekly, -monthly; %(nodigest)s: one by one)\n"
         "  %(sub)s  join the list\n  %(unsub)s  leave the list\n"
-        "  %(owner)s  write to the list's owners\n  %(help)s  this help\n" % dict(
+        "  %(owner)s  write to the list's owners\n  %(help)s  this help\n\n"
+        "Or write the commands (\"set first\", \"watch visa\", ...) in a message to %(request)s\n" % dict(
             n=lst["name"], post=a(""), new=a("new"), newname=a("new-NAME"), t=a("THREAD"),
             tnew=a("THREAD-new"), tsub=a("THREAD-subscribe"), tunsub=a("THREAD-unsubscribe"),
-            tsummary=a("THREAD-summary"), tclose=a("THREAD-close"),
+            tsummary=a("THREAD-summary"), tclose=a("THREAD-close"), tdigest=a("THREAD-digest-daily"),
+            watch=a("watch-WORD.WORD"), unwatch=a("unwatch-WORD.WORD"), watches=a("watch"),
+            digest=a("set-digest-daily"), nodigest=a("set-digest-off"),
             threads=a("threads"), all=a("set-all"), first=a("set-first"), text=a("set-text"),
             html=a("set-html"), both=a("set-both"), nomail=a("set-nomail"), mail=a("set-mail"),
-            sub=a("subscribe"), unsub=a("unsubscribe"), owner=a("owner"), help=a("help")))
+            sub=a("subscribe"), unsub=a("unsubscribe"), owner=a("owner"), help=a("help"), request=a("request")))
 
 
 def subscribe(d):
@@ -3257,11 +3330,71 @@ def cmd_cron(cfg, args):
     for lst in db.execute("SELECT * FROM lists ORDER BY id").fetchall():
         settings = list_settings(db, lst)
         done = (finish_orphans(cfg, db, log, lst) + expire(db, lst) + close_idle_threads(db, lst, settings)
-                + bounce_housekeeping(cfg, db, lst, settings))
+                + bounce_housekeeping(cfg, db, lst, settings) + queue_digests(db, lst))
         left = send_outbox(cfg, db, lst)
         done += ["notices_sent=%d" % left] * bool(left)
         log("cron list=%s %s" % (lst["name"], " ".join(done) or "nothing to do"))
     return 0
+
+
+def queue_digests(db, lst):
+    """The digests that are due, into the outbox (send_outbox sends them):
+    per member and mode, one digest per period with the replies of her digest
+    threads after the last one.  The plan is read without the lock; each
+    batch of DIGEST_BATCH members is one transaction that checks her record
+    is still the one planned from, queues her digest and moves the record, so
+    a cron killed mid-run and run again, or two crons at once, queue each
+    digest exactly once."""
+    t = now()
+    states = digest_states(db, lst)
+    due = {key: state for key, state in states.items()
+           if utc(parse_utc(state["sent"]), DIGEST_PERIODS[key[1]]) < utc(t, DIGEST_PERIODS[key[1]])}
+    if not due:
+        return []
+    since = min(state["after"] for state in due.values())
+    plan, who = {}, {}
+    for thread in db.execute("SELECT * FROM threads WHERE id IN (SELECT thread_id FROM messages WHERE list_id = ? "
+                             "AND kind = 'reply' AND status = 'sent' AND id > ?)", (lst["id"], since)).fetchall():
+        replies = [r["id"] for r in db.execute("SELECT id FROM messages WHERE thread_id = ? AND kind = 'reply' "
+                                               "AND status = 'sent' AND id > ? ORDER BY id", (thread["id"], since))]
+        for taker in digest_takers(db, lst, thread):
+            key = (taker["id"], taker["mode"])
+            if key in due:
+                plan.setdefault(key, []).extend(i for i in replies if i > due[key]["after"])
+                who[key] = taker
+    queued = []
+    keys = sorted(key for key, ids in plan.items() if ids)
+    for start in range(0, len(keys), DIGEST_BATCH):
+        with write(db):
+            for key in keys[start:start + DIGEST_BATCH]:
+                now_state = db.execute("SELECT * FROM digests WHERE member_id = ? AND mode = ?", key).fetchone()
+                if now_state is None or tuple(now_state) != tuple(due[key]):
+                    continue                    # another cron sent it meanwhile
+                ids = sorted(plan[key])
+                queue_digest(db, lst, who[key], key[1], ids, t)
+                db.execute("UPDATE digests SET after = ?, sent = ? WHERE member_id = ? AND mode = ?",
+                           (ids[-1], utc(t), key[0], key[1]))
+                queued.append(who[key]["address"])
+    return ["digests=%d" % len(queued)] * bool(queued)
+
+
+def queue_digest(db, lst, taker, mode, ids, t):
+    """One member's digest in the outbox: its table of contents and footer as
+    the text, the messages as a MIME digest or RFC 1153 text."""
+    rows = [message_by_id(db, i) for i in ids]
+    title = "%s %s digest, %s" % (lst["name"], mode, utc(t, "%Y-%m-%d"))
+    threads = {r["thread_id"]: thread_by_id(db, r["thread_id"]) for r in rows}
+    toc = ["%s (%s)" % (title, plural(len(rows), "message")), "", "Today's Topics:", ""]
+    toc += ["  %d. %s (%s)" % (n, clean_header(r["subject"] or "")[:70], r["author"] or "?")
+            for n, r in enumerate(rows, 1)]
+    names = sorted(thread["name"] for thread in threads.values())
+    toc += ["", "-- ", "You get the later messages of %s as a %s digest." % (", ".join(names), mode),
+            "One by one again: mailto:%s (or mailto:%s for one thread)." % (
+                list_address(lst, "set-digest-off"), list_address(lst, "THREAD-digest-off")),
+            "Leave %s: mailto:%s" % (lst["name"], list_address(lst, "unsubscribe")), ""]
+    style = "text" if taker["format"] == "text" else "mime"
+    queue_notice(db, lst, "digest %s %s %d" % (mode, utc(t), taker["id"]), taker["address"], title,
+                 "\n".join(toc), digest="%s:%s" % (style, ",".join(str(i) for i in ids)))
 
 
 def clean_spool(cfg):

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS members (
     disabled_at   TEXT,                          -- UTC time delivery was disabled by a probe's bounce
     warnings      INTEGER NOT NULL DEFAULT 0,    -- warnings sent since then
     last_warning  TEXT,
+    digest        TEXT CHECK (digest IN ('daily', 'weekly', 'monthly')),   -- NULL: one by one
     joined        TEXT NOT NULL DEFAULT (datetime('now')),
     UNIQUE (list_id, subscriber_id)
 );
@@ -102,11 +103,21 @@ CREATE TABLE IF NOT EXISTS overrides (
     thread_id  INTEGER NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
     member_id  INTEGER NOT NULL REFERENCES members(id) ON DELETE CASCADE,
     subscribed INTEGER NOT NULL CHECK (subscribed IN (0, 1)),
-    digest     TEXT CHECK (digest IN ('daily', 'weekly', 'monthly')),
+    digest     TEXT CHECK (digest IN ('daily', 'weekly', 'monthly', 'off')),   -- NULL: the member's own
     left_after INTEGER,          -- she stopped following after this message: catch-up starts there
     PRIMARY KEY (thread_id, member_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS overrides_member ON overrides (member_id);
+
+-- Digests: per member and mode, the last message her digests of that mode
+-- covered and when the last one was sent (cron's exactly-once record).
+CREATE TABLE IF NOT EXISTS digests (
+    member_id INTEGER NOT NULL REFERENCES members(id) ON DELETE CASCADE,
+    mode      TEXT NOT NULL CHECK (mode IN ('daily', 'weekly', 'monthly')),
+    after     INTEGER NOT NULL DEFAULT 0,
+    sent      TEXT NOT NULL,
+    PRIMARY KEY (member_id, mode)
+) WITHOUT ROWID;
 
 -- Keyword watches: a message whose subject or text holds all of `words`
 -- (lower case, sorted, one space between) reaches the member too.
@@ -171,7 +182,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_source ON outbox (list_id, source);
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (list_id, sent);
 
-PRAGMA user_version = 6;
+PRAGMA user_version = 7;
 
 -- Migrations ###################################################################
 -- "-- to N" starts the statements that bring a version N-1 database to N.
@@ -227,3 +238,18 @@ ALTER TABLE overrides ADD COLUMN left_after INTEGER;
 
 -- to 6
 -- keyword watches (the table is made by the part above, which runs after the migrations)
+
+-- to 7
+-- digests: the member's list-wide mode, and "off" per thread (a rebuilt CHECK)
+ALTER TABLE members ADD COLUMN digest TEXT CHECK (digest IN ('daily', 'weekly', 'monthly'));
+CREATE TABLE overrides_v7 (
+    thread_id  INTEGER NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+    member_id  INTEGER NOT NULL REFERENCES members(id) ON DELETE CASCADE,
+    subscribed INTEGER NOT NULL CHECK (subscribed IN (0, 1)),
+    digest     TEXT CHECK (digest IN ('daily', 'weekly', 'monthly', 'off')),
+    left_after INTEGER,
+    PRIMARY KEY (thread_id, member_id)
+) WITHOUT ROWID;
+INSERT INTO overrides_v7 SELECT thread_id, member_id, subscribed, digest, left_after FROM overrides;
+DROP TABLE overrides;
+ALTER TABLE overrides_v7 RENAME TO overrides;

@@ -139,15 +139,6 @@ def test_closed_thread_returns_post_with_how_to_start_new(mixed):
     assert deliveries(mixed.take())
 
 
-def test_not_yet_commands_are_refused_plainly(mixed):
-    thread, _, _ = mixed.new_thread(ALL_TEXT)
-    for rest in (thread + "-digest-daily",):
-        proc = mixed.deliver(make_msg(ALL_TEXT, mixed.addr(rest), "x"), to=mixed.addr(rest))
-        assert proc.returncode == 67, rest
-        assert proc.stderr_text.startswith("5.3.3 ") and "does not handle" in proc.stderr_text
-        assert "Traceback" not in proc.stderr_text
-
-
 def test_empty_or_headerless_message_is_unusable(mixed):
     for raw in (b"", b"\n\njust a body\n", b"no header line here\n"):
         proc = mixed.deliver(raw, to=mixed.addr(), sender="x@example.org")
