@@ -21,7 +21,11 @@ Usage:
                   1 MB of newlines, before the failed address, which show
                   the reading is linear), posts to lists of
                   1,000, 10,000 and 100,000 members (and 1,000,000 with
-                  BENCH_FULL=1), the 10,000 post through a real Postfix;
+                  BENCH_FULL=1), the 10,000 reply again with 1,000 keyword
+                  watchers who do not follow the thread (800 of them
+                  matching it; round-robin with the reply without, and
+                  checked: followers + matching watchers, counted in the
+                  database), the 10,000 post through a real Postfix;
                   then the "hostile html: ..." table: one post each to the
                   1,000-member list of HTML that is slow or fatal to convert
                   to text, a reference newsletter and a 10 MB post with an
@@ -43,8 +47,9 @@ Usage:
                   (100 at once)
   --only PREFIX   only the scenarios whose name starts with PREFIX (case
                   ignored, repeatable): "command", "post new", "post reply",
-                  "via postfix", "as a script", "hostile", "bounce storm";
-                  the floors always run
+                  "watch" (the reply with watchers and its baseline, the
+                  10,000 reply), "via postfix", "as a script", "hostile",
+                  "bounce storm"; the floors always run
   --profile N     cProfile the new-thread post to an N-member list
   --batch-sizes   the Postfix post with batch_size 100 ... 5000
   --durability    the 10,000 post with PRAGMA synchronous NORMAL vs FULL
@@ -123,6 +128,8 @@ SECRET = "b" * 64
 FORMATS = ("text", "html", "both")
 THREAD_SUBJECT = "Bench thread"
 THREAD_MESSAGE_ID = "bench-thread-1@example.org"
+REPLY_SUBJECT = "Re: " + THREAD_SUBJECT
+REPLY_MESSAGE_ID = "bench-reply@example.org"
 
 # What every child process sees: nothing of the caller's PYTHON* variables.
 CHILD_ENV = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
@@ -543,7 +550,7 @@ def post_message(kind):
     if kind == "new":
         return message_bytes(POSTER, "%s@%s" % (LIST, DOMAIN), "Reading list for next month",
                              "bench-new-thread@example.org")
-    return message_bytes(POSTER, "%s@%s" % (LIST, DOMAIN), "Re: " + THREAD_SUBJECT, "bench-reply@example.org",
+    return message_bytes(POSTER, "%s@%s" % (LIST, DOMAIN), REPLY_SUBJECT, REPLY_MESSAGE_ID,
                          in_reply_to=THREAD_MESSAGE_ID)
 
 
@@ -684,9 +691,12 @@ class Scratch:
 
 def post_series(name, tmpl, kind, runs, scratch_root, sendmail, standin_counted=True, command=MLMPIPE_COMMAND,
                 env=None, batch_size=BATCH_SIZE, series_kind=None):
-    """A Series of posts (kind "new" or "reply") to a fresh copy of `tmpl`, checked against the audience."""
+    """A Series of posts (kind "new" or "reply") to a fresh copy of `tmpl`, checked against the audience
+    (and, when tmpl.meta has "reply_calls", the stand-in's calls against those sizes); its Scratch is
+    series.scratch."""
     scratch = Scratch(scratch_root, tmpl, sendmail, batch_size)
     expected = tmpl.meta["new_thread_audience" if kind == "new" else "reply_audience"]
+    calls_expected = sorted(tmpl.meta["reply_calls"]) if kind == "reply" and "reply_calls" in tmpl.meta else None
     message = post_message(kind)
 
     def prepare():
@@ -703,10 +713,15 @@ def post_series(name, tmpl, kind, runs, scratch_root, sendmail, standin_counted=
             if sum(calls) != expected or len(calls) != facts["batches"]:
                 raise BenchError("%s: the stand-in got %d recipients in %d calls; expected %d in %d"
                                  % (name, sum(calls), len(calls), expected, facts["batches"]))
+            if calls_expected is not None and sorted(calls) != calls_expected:
+                raise BenchError("%s: the stand-in's calls had %s recipients; expected %s (batch_size %d)"
+                                 % (name, sorted(calls), calls_expected, batch_size))
         return {"recipients": facts["recipients"], "batches": facts["batches"],
                 "mlmpipe_seconds": facts["seconds"]}
 
-    return Series(name, runs, prepare, check, size=tmpl.size, kind=series_kind or "post " + kind)
+    series = Series(name, runs, prepare, check, size=tmpl.size, kind=series_kind or "post " + kind)
+    series.scratch = scratch
+    return series
 
 
 def command_series(name, tmpl, runs, scratch_root, standin, recipient, sender, data, expect,
@@ -778,6 +793,184 @@ def command_messages(tmpl):
           bounce_counted(bounced))
          for name, filler in (("40 KB of newlines", "\n" * 40960), ("40 KB of dashes", "-" * 40960),
                               ("40 KB of a.a.a", "a." * 20480), ("1 MB of newlines", "\n" * 1048576))]
+
+
+# Keyword watchers ############################################################
+# The reply of "post reply 10,000" again, to a copy of that list in which
+# WATCHERS members who do not follow the thread ("first only", no subscribe
+# override) each watch some words (README: Keyword watches): 80 % of them
+# words the reply holds (in its text, or for "bench thread" only in its
+# subject), 20 % words it does not (one of them, "reading visa", half in it;
+# "read" only inside "reading").  Its recipients are then the followers and
+# the matching watchers, who get it in batches of their own (variants
+# FORMAT/watch).  It is measured round-robin with "post reply 10,000", its
+# baseline, so that the difference is what reading, matching and sending to
+# the watchers costs.  The watches go into a copy of the cached list made in
+# the scratch directory on each run (so the list's cache key, size and
+# schema.sql, is unchanged), and the expected recipients and sendmail calls
+# are counted in that database, by README's rules, before anything is
+# measured.
+
+WATCH_SIZE = 10000
+WATCHERS = 1000
+WATCH = "watches: "       # a second name for --only: "watch" selects the row (with its baseline)
+# Per hundred watchers: (the words as mlmpipe keeps them, how many watch them, does the reply hold them all).
+WATCH_MIX = (("reading", 30, True), ("list reading", 30, True), ("bench thread", 20, True),
+             ("deadline visa", 7, False), ("reading visa", 7, False), ("read", 6, False))
+WORD = re.compile(r"\w+")  # README: whole words, letters and digits of any language, any case
+assert sum(n for _, n, _ in WATCH_MIX) == 100
+
+
+def watch_name(size=WATCH_SIZE, watchers=WATCHERS):
+    return "post reply %s, %s watchers" % (format(size, ","), format(watchers, ","))
+
+
+def watch_members(size, count):
+    """The indexes (member_address) of the `count` watchers, spread over the
+    list: "first only" members without a subscribe override on the thread."""
+    candidates = [i for i in range(1, size) if member_preference(i) == 0 and member_override(i) != 1]
+    if len(candidates) < count:
+        raise BenchError("%s: the %s-member list has only %d members who do not follow the thread"
+                         % (watch_name(size, count), format(size, ","), len(candidates)))
+    assert not any(follows_thread(i) for i in candidates)
+    return [candidates[k * len(candidates) // count] for k in range(count)]
+
+
+def watch_words_of(k):
+    """The words of the k-th watcher's watch (WATCH_MIX, repeating every hundred)."""
+    k %= 100
+    for words, n, _ in WATCH_MIX:
+        if k < n:
+            return words
+        k -= n
+    raise AssertionError(k)
+
+
+def reply_words():
+    """The words a watch is matched against: the reply's subject and text, case folded."""
+    return set(WORD.findall((REPLY_SUBJECT + "\n" + BODY).casefold()))
+
+
+def batch_calls(count, batch_size=BATCH_SIZE):
+    """The recipients of each sendmail call for one variant of `count` members."""
+    return [min(batch_size, count - start) for start in range(0, count, batch_size)]
+
+
+def watch_template(tmpl, directory, watchers=WATCHERS):
+    """A copy of the cached list `tmpl` in `directory` with `watchers` watches
+    (watch_members, WATCH_MIX); its meta.json has the reply's recipients
+    ("reply_audience"), the sendmail calls ("reply_calls") and the last
+    member of each FORMAT/watch variant, all counted in its database."""
+    held = reply_words()
+    for words, _, holds in WATCH_MIX:
+        if (set(words.split()) <= held) != holds:
+            raise BenchError("%s: the reply %s \"%s\"" % (watch_name(tmpl.size, watchers),
+                                                          "does not hold" if holds else "holds", words))
+    os.makedirs(directory)
+    database = os.path.join(directory, "db.sqlite")
+    shutil.copyfile(tmpl.database, database)
+    shutil.copytree(tmpl.archive, os.path.join(directory, "archive"))
+    chosen = watch_members(tmpl.size, watchers)
+    db = sqlite3.connect(database, isolation_level=None)
+    try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'watches'").fetchone() is None:
+            raise BenchError("%s: the list's database has no table watches (schema.sql %s)"
+                             % (watch_name(tmpl.size, watchers), schema_hash()))
+        list_id = db.execute("SELECT id FROM lists WHERE name = ?", (LIST,)).fetchone()[0]
+        thread_id = db.execute("SELECT id FROM threads WHERE list_id = ? AND name = ?",
+                               (list_id, tmpl.meta["thread"])).fetchone()[0]
+        ids = dict(db.execute("SELECT s.address, m.id FROM members m JOIN subscribers s ON s.id = m.subscriber_id "
+                              "WHERE m.list_id = ?", (list_id,)))
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO watches (member_id, words) VALUES (?, ?)",
+                       ((ids[member_address(i)], watch_words_of(k)) for k, i in enumerate(chosen)))
+        db.execute("COMMIT")
+        # README, Who receives what: a reply goes to the thread's followers, a
+        # subscribe override, or "all" and no unsubscribe override (top-level thread).
+        followers = db.execute(
+            "SELECT m.id, m.format FROM members m WHERE m.list_id = ? AND m.status = 'active' AND ("
+            "EXISTS (SELECT 1 FROM overrides o WHERE o.thread_id = ? AND o.member_id = m.id AND o.subscribed = 1) "
+            "OR (m.preference = 1 AND NOT EXISTS (SELECT 1 FROM overrides o WHERE o.thread_id = ? "
+            "AND o.member_id = m.id AND o.subscribed = 0)))", (list_id, thread_id, thread_id)).fetchall()
+        # README, Keyword watches: and the active watchers whose words the reply all holds, once.
+        watches = db.execute("SELECT w.member_id, w.words, m.format FROM watches w JOIN members m "
+                             "ON m.id = w.member_id WHERE m.list_id = ? AND m.status = 'active'",
+                             (list_id,)).fetchall()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+    if len(followers) != tmpl.meta["reply_audience"]:
+        raise BenchError("%s: the database has %d followers of the thread, the list was built with %d"
+                         % (watch_name(tmpl.size, watchers), len(followers), tmpl.meta["reply_audience"]))
+    following = {member for member, _ in followers}
+    matching = {member: fmt for member, words, fmt in watches if set(words.split()) <= held}
+    extra = {member: fmt for member, fmt in matching.items() if member not in following}
+    calls, last = [], {}
+    for fmt in FORMATS:
+        calls += batch_calls(sum(1 for _, f in followers if f == fmt))
+        ours = [member for member, f in extra.items() if f == fmt]
+        calls += batch_calls(len(ours))
+        if ours:
+            last[fmt + "/watch"] = max(ours)
+    meta = dict(tmpl.meta, watch_of=tmpl.directory, watches=len(watches), followers=len(following),
+                matching_watchers=len(matching), watch_recipients=len(extra),
+                reply_audience=len(following) + len(extra), reply_calls=calls, watch_last=last,
+                watch_mix={words: sum(1 for k in range(watchers) if watch_words_of(k) == words)
+                           for words, _, _ in WATCH_MIX})
+    with open(os.path.join(directory, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    return Template(directory)
+
+
+def watch_series(tmpl, runs, scratch_root, sendmail):
+    """The reply to `tmpl` (a watch_template), checked for its recipients and
+    sendmail calls (post_series) and for the FORMAT/watch variants mlmpipe
+    recorded sending: each up to its last watcher, and no other."""
+    series = post_series(watch_name(tmpl.size, tmpl.meta["watches"]), tmpl, "reply", runs, scratch_root, sendmail,
+                         series_kind="post reply, watchers")
+    post_check, scratch = series.check, series.scratch
+
+    def check(run):
+        facts = post_check(run)
+        db = sqlite3.connect(os.path.join(scratch.directory, "db.sqlite"))
+        try:
+            sent = dict(db.execute("SELECT p.variant, p.last_member FROM progress p JOIN messages s "
+                                   "ON s.id = p.message WHERE s.message_id = ? AND p.variant LIKE '%/watch'",
+                                   (REPLY_MESSAGE_ID,)))
+        finally:
+            db.close()
+        if sent != tmpl.meta["watch_last"]:
+            raise BenchError("%s: mlmpipe recorded the watch variants %r; expected %r"
+                             % (series.name, sent, tmpl.meta["watch_last"]))
+        facts.update((key, tmpl.meta[key]) for key in ("followers", "watches", "matching_watchers",
+                                                         "watch_recipients"))
+        return facts
+
+    series.check = check
+    return series
+
+
+def watch_lines(watched, plain):
+    """The lines under the table on the reply with watchers against the same reply without."""
+    facts = watched.facts
+    mix = watched.scratch.tmpl.meta["watch_mix"]
+    said = lambda holds: ", ".join("%d \"%s\"" % (mix[words], words)         # noqa: E731
+                                   for words, _, h in WATCH_MIX if h == holds)
+    lines = ["%s: %s recipients = %s followers of the thread + %s watchers (of %s who do not follow it: %s, "
+             "which the reply holds; %s, which it does not), in %d sendmail calls; counted in the database "
+             "beforehand, and each FORMAT/watch variant recorded up to its last watcher"
+             % (watched.name, format(facts["recipients"], ","), format(facts["followers"], ","),
+                format(facts["watch_recipients"], ","), format(facts["watches"], ","), said(True), said(False),
+                facts["batches"])]
+    if plain is not None:
+        more = watched.median - plain.median
+        rss = "" if None in (watched.peak_rss, plain.peak_rss) else ", %+.1f MB peak RSS" % (
+            (watched.peak_rss - plain.peak_rss) / 1024)
+        lines.append("  against %s (%s recipients, %d calls), round-robin: %+.1f ms median (%+.0f %%)%s; "
+                     "%.1f µs per extra recipient"
+                     % (plain.name, format(plain.facts["recipients"], ","), plain.facts["batches"], more * 1000,
+                        100 * more / plain.median, rss, more / max(1, facts["watch_recipients"]) * 1e6))
+    return lines
 
 
 # Hostile HTML ################################################################
@@ -1726,9 +1919,10 @@ class Bench:
     def runs(self, pair):
         return pair[1] if self.quick else pair[0]
 
-    def wanted(self, name):
+    def wanted(self, *names):
+        """Whether --only selects a scenario by (any of) its names."""
         only = self.args.only
-        return not only or any(name.lower().startswith(p.lower()) for p in only)
+        return not only or any(name.lower().startswith(p.lower()) for p in only for name in names)
 
     def subdir(self, name):
         path = os.path.join(self.scratch, name)
@@ -1765,18 +1959,29 @@ class Bench:
         measure_together(list(floors.values()) + start_group)
         self.rows = rows = list(floors.values()) + start_group
 
-        posts = []
+        posts, watch_notes = [], []
         for size in sizes:
             for kind, label in (("new", "post new thread"), ("reply", "post reply")):
                 name = "%s %s" % (label, format(size, ","))
-                if not self.wanted(name):
+                # the reply with keyword watchers, measured with the same reply without as its baseline
+                watched = kind == "reply" and size == WATCH_SIZE and self.wanted(watch_name(), WATCH + watch_name())
+                if not self.wanted(name) and not watched:
                     continue
                 tmpl = template(size, self.standin)
                 runs = self.runs(RUNS_POST[size])
-                progress("measuring %s (%d runs)" % (name, runs))
-                s = post_series(name, tmpl, kind, runs, self.subdir("p%d%s" % (size, kind)), self.standin)
-                measure_together([s])
-                posts.append(s)
+                together = [post_series(name, tmpl, kind, runs, self.subdir("p%d%s" % (size, kind)), self.standin)]
+                if watched:
+                    wtmpl = watch_template(tmpl, os.path.join(self.subdir("watch"), "list"))
+                    together.append(watch_series(wtmpl, runs, self.subdir("p%dwatch" % size), self.standin))
+                progress("measuring %s (%d runs%s)" % (" and ".join(s.name for s in together), runs,
+                                                        " each, round-robin" if watched else ""))
+                measure_together(together)
+                posts += together
+                if watched:
+                    watch_notes = watch_lines(together[1], together[0])
+                    self.report["watch"] = {key: wtmpl.meta[key] for key in (
+                        "watches", "watch_mix", "followers", "matching_watchers", "watch_recipients",
+                        "reply_audience", "reply_calls", "watch_last")}
         rows += posts
 
         notes = []
@@ -1808,6 +2013,7 @@ class Bench:
         ratios = bounce_ratio_line(rows, floors)
         if ratios:
             self.out.append(ratios)
+        self.out.extend(watch_notes)
         if hostile:
             self.out.append("")
             self.out.append(hostile_table(hostile, floors))
