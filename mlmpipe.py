@@ -2772,7 +2772,11 @@ def confirm(d):
 def welcome(db, lst, source, address):
     queue_notice(db, lst, source, address, "Welcome to %s" % lst["name"],
                  "Welcome to %s. You get the first message of every new thread, and the rest of the threads "
-                 "you follow.\n\n%s\n%s" % (lst["name"], threads_text(db, lst), help_text(lst)))
+                 "you follow.\n\nA thread you want to keep up with now and then can come as one digest a day, "
+                 "week or month\n(mailto:%s), and words you care about can reach you from any "
+                 "thread\n(mailto:%s).\n\n%s\n%s" % (
+                     lst["name"], list_address(lst, "THREAD-digest-daily"), list_address(lst, "watch-WORD"),
+                     threads_text(db, lst), help_text(lst)))
 
 
 def allowed_domains(settings):
@@ -3683,6 +3687,9 @@ def cmd_threads(cfg, args):
         print_json(out)
     for r in [] if args["--json"] else out:
         print("%-28s %-9s %-12s %s" % (r["name"], r["status"], plural(r["messages"], "message"), r["subject"]))
+    if not args["--json"]:
+        print("(new: no reply yet; active: replied to; closed: mail to it is returned; perpetual: never "
+              "closed for being idle)")
     return 0
 
 

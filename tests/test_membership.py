@@ -73,8 +73,15 @@ def test_closed_list_asks_the_owners(mixed):
     approve = mixed.addr("approve-" + held[0]["token"])
     assert approve in told[OWNER].msg.get_content()
     mixed.post(make_msg(OWNER, approve, "ok"), to=approve)
-    assert "Welcome" in str(once_each(replies(mixed.take()))[NEWCOMER].msg["Subject"])
+    welcome = once_each(replies(mixed.take()))[NEWCOMER].msg
+    assert "Welcome" in str(welcome["Subject"])
     assert mixed.members()[NEWCOMER]["status"] == "active"
+    # the welcome explains states, digests and watches, with their addresses
+    text = welcome.get_content()
+    for rest in ("THREAD-digest-daily", "watch-WORD", "THREAD-close", "THREAD-summary", "set-digest-daily",
+                 "request"):
+        assert mixed.addr(rest) in text, rest
+    assert "perpetual" in text and "digest" in text
 
 
 def test_help_answers_non_members_too(mixed):

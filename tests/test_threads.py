@@ -64,6 +64,8 @@ def test_perpetual_threads_survive_thread_idle_days_and_reopen(mixed):
 
 def test_threads_and_help_say_what_the_states_mean(mixed):
     thread, _, _ = mixed.new_thread(ALL_TEXT)
+    listed = mixed.cli("threads", mixed.name).stdout.decode()
+    assert thread in listed and "closed: mail to it is returned" in listed
     text = once_each(replies(mixed.command(ALL_TEXT, "threads")))[ALL_TEXT].msg.get_content()
     assert f"{thread}  " in text and "(new, 1 message)" in text
     assert "closed" in text and "perpetual" in text and mixed.addr("THREAD-summary") in text
