@@ -69,9 +69,10 @@ def rfc1153(text):
     assert rest, "no 70-dash line after the preamble"
     *messages, trailer = rest.split("\n" + "-" * 30 + "\n")
     parsed = []
-    for chunk in messages:
-        head, _, body = chunk.strip("\n").partition("\n\n")
-        parsed.append((dict(line.split(": ", 1) for line in head.splitlines()), body))
+    for chunk in messages:                     # each message block is a header block and a body
+        msg = email.message_from_string(chunk.strip("\n") + "\n", policy=email.policy.default)
+        assert not msg.defects, msg.defects
+        parsed.append(({k: str(v) for k, v in msg.items()}, msg.get_content()))
     assert trailer.strip().startswith("End of ") and trailer.strip().endswith("*"), trailer
     return preamble, parsed, trailer
 

@@ -325,3 +325,104 @@ def test_postfix_real_failure_disables_the_member_through_the_probe(mail_system)
             assert member_record(postfix, PIPE_LIST, address)["status"] == "active", address
     finally:
         postfix.mlmpipe("config", PIPE_LIST, "bounce_threshold", "5")
+
+
+DIGEST_READER = "digest-reader@example.com"
+
+
+def submit_post(postfix, sender, recipient, subject, body, in_reply_to=None):
+    """Like submit(), with a body of our own and an optional In-Reply-To; return its Message-ID."""
+    message_id = "<%s@example.net>" % uuid.uuid4().hex
+    references = "In-Reply-To: %s\r\nReferences: %s\r\n" % (in_reply_to, in_reply_to) if in_reply_to else ""
+    text = ("From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: %s\r\n%s"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s\r\n"
+            % (sender, recipient, subject, email.utils.formatdate(), message_id, references,
+               body.replace("\n", "\r\n")))
+    with smtplib.SMTP("127.0.0.1", postfix.port, local_hostname="client.example.net", timeout=30) as smtp:
+        smtp.sendmail(sender, [recipient], text.encode())
+    return message_id
+
+
+def test_postfix_delivers_a_daily_digest_as_multipart_digest(mail_system):
+    """Digests, acceptance: a member takes a thread as a daily digest by mail
+    through Postfix; two replies reach the thread's other followers one by one
+    but not her; `cron` run as the delivery user a day later (MLMPIPE_NOW)
+    sends her one digest, which Postfix relays to the sink: multipart/mixed
+    with a multipart/digest whose message/rfc822 parts are the two replies."""
+    postfix, sink = mail_system
+    domain, reader = harness.PIPE_DOMAIN, DIGEST_READER
+    alice, bob = PIPE_MEMBERS
+    postfix.mlmpipe("add", PIPE_LIST, reader, "--format=both")
+    try:
+        to_reader = lambda t: reader in t.rcpt_tos       # noqa: E731
+        first_id = submit(postfix, alice, "%s-new@%s" % (PIPE_LIST, domain), "Digest thread")
+        [first] = harness.wait_until(lambda: [t for t in copies_of(sink, first_id) if to_reader(t)],
+                                     postfix, sink, what="the thread's first message to %s" % reader)
+        thread = str(first.message["X-Mlmpipe-Thread"])
+        assert re.fullmatch(r"digestthread\d+", thread), thread
+
+        # she takes the thread as a daily digest, by mail through Postfix; the answer comes at once
+        submit(postfix, reader, "%s-%s-digest-daily@%s" % (PIPE_LIST, thread, domain), "digest please")
+        [answer] = harness.wait_until(
+            lambda: sink.matching(lambda t: to_reader(t) and "daily digest" in str(t.message["Subject"])),
+            postfix, sink, what="the answer to %s-digest-daily" % thread)
+        assert "as a daily digest" in answer.message.get_content(), answer.data[:2000]
+
+        # two replies to the thread: the other followers get each one by one
+        texts = ["Reply one: the deadline moved to May.", "Reply two: thanks, noted."]
+        reply_ids = []
+        for author, other, text in ((bob, alice, texts[0]), (alice, bob, texts[1])):
+            reply_id = submit_post(postfix, author, "%s-%s@%s" % (PIPE_LIST, thread, domain),
+                                   "Re: Digest thread", text + "\n", in_reply_to=first_id)
+            harness.wait_until(lambda reply_id=reply_id, other=other:
+                               [t for t in copies_of(sink, reply_id) if other in t.rcpt_tos],
+                               postfix, sink, what="the reply %s to %s" % (reply_id, other))
+            reply_ids.append(reply_id)
+
+        # cron, as the MTA's delivery user, the next day: the replies came at real time, the switch too
+        tomorrow = int(time.time()) + 86400 + 600
+        started = time.monotonic()
+        done = postfix.run_as_user([postfix.runner, "-c", postfix.config, "cron"],
+                                   env={"MLMPIPE_NOW": str(tomorrow)})
+        assert re.search(r"cron list=%s .*\bdigests=1\b" % PIPE_LIST, postfix.mlmpipe_log_text()), \
+            (done.stdout, done.stderr, postfix.log())
+
+        def digest_at_sink():
+            return sink.matching(lambda t: to_reader(t) and " daily digest, " in str(t.message["Subject"]))
+        [transaction] = harness.wait_until(digest_at_sink, postfix, sink, what="the digest for %s" % reader)
+        relayed = time.monotonic() - started
+        assert transaction.rcpt_tos == [reader], transaction
+        assert transaction.mail_from == "%s-bounces@%s" % (PIPE_LIST, domain), transaction
+        digest = email.message_from_bytes(transaction.data, policy=email.policy.default)
+        assert not digest.defects, digest.defects
+        assert digest["Subject"] == "%s daily digest, %s" % (
+            PIPE_LIST, time.strftime("%Y-%m-%d", time.gmtime(tomorrow))), digest["Subject"]
+        assert digest.get_content_type() == "multipart/mixed", transaction.data[:3000]
+        toc, mime = digest.iter_parts()
+        contents = toc.get_content()
+        assert "Today's Topics" in contents and thread in contents, contents
+        assert "%s-set-digest-off@%s" % (PIPE_LIST, domain) in contents, contents
+        assert mime.get_content_type() == "multipart/digest", transaction.data[:3000]
+        parts = list(mime.iter_parts())
+        assert [p.get_content_type() for p in parts] == ["message/rfc822"] * 2, parts
+        inner = [p.get_content() for p in parts]
+        assert [m["Message-ID"] for m in inner] == reply_ids, [m["Message-ID"] for m in inner]
+        assert [m.get_body(("plain",)).get_content().strip() for m in inner] == texts
+        assert not any(m.defects for m in inner), [m.defects for m in inner]
+        assert [p.get_content_type() for p in digest.walk()].count("multipart/digest") == 1
+
+        # and she got the replies only there: at the sink she has the first message, the answer and the digest
+        postfix.flush()
+        time.sleep(1)
+        got = sink.matching(to_reader)
+        assert [t.message["Message-ID"] for t in got if t.message["Message-ID"] in [first_id] + reply_ids] \
+            == [first_id], got
+        assert len(got) == 3 and {id(t) for t in got} == {id(first), id(answer), id(transaction)}, got
+        # nothing more due the same day
+        postfix.run_as_user([postfix.runner, "-c", postfix.config, "cron"], env={"MLMPIPE_NOW": str(tomorrow + 60)})
+        time.sleep(1)
+        postfix.flush()
+        assert len(digest_at_sink()) == 1, digest_at_sink()
+        print("digest relayed to the sink %.1f s after cron started" % relayed)
+    finally:
+        postfix.mlmpipe("remove", PIPE_LIST, reader)
