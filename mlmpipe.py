@@ -1829,12 +1829,12 @@ def notice_bytes(cfg, db, lst, row):
     fields += [("Auto-Submitted", "auto-replied"), ("List-Id", "<%s.%s>" % (lst["name"], lst["domain"])),
                ("MIME-Version", "1.0")]
     text, (style, _, ids) = row["body"], (row["digest"] or "").partition(":")
-    messages = [db.execute("SELECT * FROM messages WHERE id = ?", (int(i),)).fetchone() for i in ids.split(",") if i]
-    messages = [m for m in messages if m is not None]
+    messages = [int(i) for i in ids.split(",") if i and digested(cfg, db, int(i), ".eml")[0] is not None]
     if style == "text" and messages:
-        text += digest_text(cfg, messages, row["subject"] if row["source"].startswith("digest ") else "Digest")
+        text += digest_text(cfg, db, messages, row["subject"] if row["source"].startswith("digest ") else "Digest")
     if style == "mime" and messages:
-        return header_block(fields) + multipart_bytes("mixed", [text_part(text, "plain"), digest_mime(cfg, messages)])
+        return header_block(fields) + multipart_bytes("mixed", [text_part(text, "plain"),
+                                                               digest_mime(cfg, db, messages)])
     return header_block(fields) + text_part(text, "plain")
 
 
@@ -2226,6 +2226,20 @@ def read_archived(cfg, message, suffix=".eml"):
         return f.read()
 
 
+@functools.lru_cache(maxsize=256)
+def digested(cfg, db, message_id, suffix):
+    """A sent message's row and (with a suffix) its archived bytes for
+    digests, read once per process (a cron's digests mostly hold the same
+    messages; sent messages and their files never change)."""
+    row = message_by_id(db, message_id)
+    return row, (read_archived(cfg, row, suffix) if row is not None and suffix else b"")
+
+
+@functools.lru_cache(maxsize=256)
+def thread_named(db, thread_id):
+    return thread_by_id(db, thread_id)
+
+
 def sent_note(cfg, message):
     """Beside the archived message: batches sent that the database did not record."""
     return archive_path(cfg, message["list_id"], message["id"], ".sent")
@@ -2441,18 +2455,19 @@ def follow_thread(d):
     notify(d, member["address"], "You follow %s on %s" % (name, d.lst["name"]), text, digest=digest)
 
 
-def digest_mime(cfg, rows):
+def digest_mime(cfg, db, ids):
     """multipart/digest of the stored messages, each as it came."""
-    return multipart_bytes("digest", [[b"\n", read_archived(cfg, row)] for row in rows])
+    return multipart_bytes("digest", [[b"\n", digested(cfg, db, i, ".eml")[1]] for i in ids])
 
 
-def digest_text(cfg, rows, title="Digest"):
+def digest_text(cfg, db, ids, title="Digest"):
     """The stored messages' text renderings as an RFC 1153 digest after the
     preamble: 70 dashes, each message with Date, From and Subject and 30
     dashes after it, then "End of TITLE"."""
     out = ["\n" + "-" * 70 + "\n\n"]
-    for row in rows:
-        body = read_archived(cfg, row, ".txt").decode("utf-8", "replace").strip("\n")
+    for i in ids:
+        row, text = digested(cfg, db, i, ".txt")
+        body = text.decode("utf-8", "replace").strip("\n")
         out.append("Date: %s\nFrom: %s\nSubject: %s\n\n%s\n\n%s\n\n" % (
             row["received"], row["author"], clean_header(row["subject"] or ""), body, "-" * 30))
     end = "End of %s" % title
@@ -3385,9 +3400,9 @@ def queue_digests(db, lst):
 def queue_digest(db, lst, taker, mode, ids, t):
     """One member's digest in the outbox: its table of contents and footer as
     the text, the messages as a MIME digest or RFC 1153 text."""
-    rows = [message_by_id(db, i) for i in ids]
+    rows = [digested(None, db, i, None)[0] for i in ids]
     title = "%s %s digest, %s" % (lst["name"], mode, utc(t, "%Y-%m-%d"))
-    threads = {r["thread_id"]: thread_by_id(db, r["thread_id"]) for r in rows}
+    threads = {r["thread_id"]: thread_named(db, r["thread_id"]) for r in rows}
     toc = ["%s (%s)" % (title, plural(len(rows), "message")), "", "Today's Topics:", ""]
     toc += ["  %d. %s (%s)" % (n, clean_header(r["subject"] or "")[:70], r["author"] or "?")
             for n, r in enumerate(rows, 1)]

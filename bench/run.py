@@ -1,7 +1,7 @@
 """Benchmark for mlmpipe (SPEC 9): start-up and fan-out cost.
 
 Every figure is the wall time and peak memory of one `python -m mlmpipe
-deliver` process, started as the MTA starts it (README, Installation: the
+deliver` (or `cron`) process, started as the MTA starts it (README, Installation: the
 module found through a .pth file and run from its compiled .pyc), with the
 venv's Python, and compared
 with two floors measured in the same run: a bare `python -c pass` and the
@@ -39,24 +39,34 @@ Usage:
                   its check (for a storm: any exit but 0, a member not
                   counted once, anybody else changed, any mail) is marked
                   NOT OK and the benchmark exits 1 after printing;
+                  then the "cron ..." table: one `python -m mlmpipe cron`
+                  that queues and sends the daily digests of 2,000 members
+                  (20 %) of the 10,000-member list, 100 messages each (a
+                  reply to each of 100 threads), and a second cron right
+                  after with nothing due (time, peak RSS, digests, time per
+                  digest; checked: each digest member got exactly one
+                  digest holding every reply, nobody else got any, nothing
+                  more the second time);
                   then -X importtime evidence.  Figures go to
                   bench/results/bench-STAMP.json, latest.json and
                   scaling.png; a partial run (any option) writes only
                   bench/results/bench-STAMP-OPTIONS.json.
-  --quick         fewer runs, lists up to 10,000 members, one bounce storm
-                  (100 at once)
+  --quick         fewer runs (one of each cron), lists up to 10,000
+                  members, one bounce storm (100 at once)
   --only PREFIX   only the scenarios whose name starts with PREFIX (case
                   ignored, repeatable): "command", "post new", "post reply",
                   "watch" (the reply with watchers and its baseline, the
                   10,000 reply), "via postfix", "as a script", "hostile",
-                  "bounce storm"; the floors always run
+                  "bounce storm", "cron" (both cron rows); the floors
+                  always run
   --profile N     cProfile the new-thread post to an N-member list
   --batch-sizes   the Postfix post with batch_size 100 ... 5000
   --durability    the 10,000 post with PRAGMA synchronous NORMAL vs FULL
 
 The lists are built once per size and cached in bench/.cache/ (keyed by the
-size and schema.sql); each measured run gets a fresh copy, because a post
-changes the database.  Outgoing mail goes to a stand-in sendmail (a tiny C
+size and schema.sql; the cron list, built from the 10,000-member one, in
+bench/.cache/lists/cron-*); each measured run gets a fresh copy, because a
+post changes the database.  Outgoing mail goes to a stand-in sendmail (a tiny C
 program that reads its input and exits 0), except in the Postfix scenario,
 where a private Postfix instance (tests/postfix_harness.py) queues it and
 relays it to an SMTP sink on 127.0.0.1 that only counts.  Each process is
@@ -1456,6 +1466,267 @@ class Storm:
         return row
 
 
+# Cron digests ###############################################################
+# README, Digests: `cron` queues the digests that are due into the outbox, in
+# batches of 200 members per transaction, and sends them.  The list: a copy of
+# the CRON_SIZE-member list with CRON_THREADS new threads from the poster
+# (first messages to everyone), then CRON_DIGEST_PERCENT % of the members --
+# all of them followers of those threads: default "all", and the template's
+# overrides are on its own thread only -- switched to daily digests as
+# L-set-digest-daily switches them (members.digest, and a `digests` row after
+# the last message so far, sent at the switch), then one reply to each thread,
+# which goes one by one to the other followers only.  Every message is
+# delivered by `python -m mlmpipe deliver` at a fixed clock (MLMPIPE_NOW = the
+# time the list was built, kept in its meta.json), and the list is cached in
+# bench/.cache/lists/cron-* (keyed by the base list's key and the constants
+# below).  Measured: one `python -m mlmpipe cron` the next day, which has one
+# digest of CRON_THREADS messages for each digest member to queue and send to
+# the stand-in; then a second cron at the same clock, which finds nothing due.
+# Checked after each: the cron log line (digests= and notices_sent=), one
+# stand-in call of one recipient per digest, and in the database one sent
+# outbox row per digest member and for nobody else, holding every reply in the
+# style of her format (MIME for html and both, RFC 1153 text for text), and
+# every digest record moved to the last reply and the cron's time; after the
+# second cron, nothing new anywhere.
+
+CRON = "cron "
+CRON_SIZE = 10000
+CRON_THREADS = 100
+CRON_DIGEST_PERCENT = 20
+CRON_GENERATION = 1         # bump when the way the cron list is filled changes (part of its cache key)
+RUNS_CRON = (3, 1)
+DAY = 86400
+
+
+def cron_name(size=CRON_SIZE, threads=CRON_THREADS, percent=CRON_DIGEST_PERCENT):
+    return "cron digests: %s members, %d threads, %d %% digest" % (format(size, ","), threads, percent)
+
+
+def cron_again_name(size=CRON_SIZE):
+    return "cron again, nothing due: %s members" % format(size, ",")
+
+
+def cron_members(size, percent=CRON_DIGEST_PERCENT):
+    """The indexes (member_address) of the digest members: spread over the
+    members who follow a new top-level thread (default "all")."""
+    count = size * percent // 100
+    candidates = [i for i in range(1, size) if member_preference(i) == 1]
+    if len(candidates) < count:
+        raise BenchError("%s: the %s-member list has only %d members who follow a new thread"
+                         % (cron_name(size), format(size, ","), len(candidates)))
+    return [candidates[k * len(candidates) // count] for k in range(count)]
+
+
+def cron_template(tmpl, standin):
+    """The cached cron list made from `tmpl` (see above), built when missing."""
+    key = "cron-%s-t%d-p%d-c%d" % (os.path.basename(tmpl.directory), CRON_THREADS, CRON_DIGEST_PERCENT,
+                                   CRON_GENERATION)
+    final = os.path.join(CACHE, "lists", key)
+    if os.path.exists(os.path.join(final, "meta.json")):
+        return Template(final)
+    progress("building the cron list: %d threads and their replies delivered to a copy of the %s-member list "
+             "(cached in %s)" % (CRON_THREADS, format(tmpl.size, ","), os.path.relpath(final, ROOT)))
+    started = time.perf_counter()
+    building = "%s.building-%d" % (final, os.getpid())
+    shutil.rmtree(building, ignore_errors=True)
+    os.makedirs(building)
+    try:
+        meta = build_cron_list(building, tmpl, standin)
+        with open(os.path.join(building, "meta.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(building, final)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    progress("built the cron list in %.1f s" % (time.perf_counter() - started))
+    return Template(final)
+
+
+def build_cron_list(directory, tmpl, standin):
+    """The threads, the digest members and the replies (see above); returns meta.json."""
+    database = os.path.join(directory, "db.sqlite")
+    shutil.copyfile(tmpl.database, database)
+    shutil.copytree(tmpl.archive, os.path.join(directory, "archive"))
+    config, log = os.path.join(directory, "mlmpipe.cfg"), os.path.join(directory, "build.log")
+    write_config(config, database, os.path.join(directory, "archive"), standin, log)
+    t0 = int(time.time())
+    env = dict(CHILD_ENV, MLMPIPE_NOW=str(t0))
+    path = os.path.join(directory, "message.eml")
+
+    def deliver(data, recipient, audience):
+        with open(path, "wb") as f:
+            f.write(data)
+        run = measure(deliver_argv(config, recipient, POSTER), path, env)
+        facts = last_log_line(log)
+        if run.code != 0 or facts.get("outcome") != "sent" or facts.get("recipients") != audience:
+            raise BenchError("%s: building the list: a post to %s: exit %s, mlmpipe logged %r; expected "
+                             "outcome=sent recipients=%d\n%s" % (cron_name(tmpl.size), recipient, run.code, facts,
+                                                                 audience, run.stderr.decode(errors="replace")))
+
+    firsts = ["bench-cron-thread-%03d@example.org" % k for k in range(CRON_THREADS)]
+    for k, message_id in enumerate(firsts):
+        deliver(message_bytes(POSTER, "%s-new@%s" % (LIST, DOMAIN), "Cron thread %03d" % k, message_id),
+                "%s-new@%s" % (LIST, DOMAIN), tmpl.meta["new_thread_audience"])
+    chosen = cron_members(tmpl.size)
+    db = sqlite3.connect(database, isolation_level=None)
+    try:
+        list_id = db.execute("SELECT id FROM lists WHERE name = ?", (LIST,)).fetchone()[0]
+        ids = dict(db.execute("SELECT s.address, m.id FROM members m JOIN subscribers s ON s.id = m.subscriber_id "
+                              "WHERE m.list_id = ?", (list_id,)))
+        after = db.execute("SELECT max(id) FROM messages WHERE list_id = ?", (list_id,)).fetchone()[0]
+        switched = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t0))
+        db.execute("BEGIN")
+        db.executemany("UPDATE members SET digest = 'daily' WHERE id = ?",
+                       ((ids[member_address(i)],) for i in chosen))
+        db.executemany("INSERT INTO digests (member_id, mode, after, sent) VALUES (?, 'daily', ?, ?)",
+                       ((ids[member_address(i)], after, switched) for i in chosen))
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    # a reply goes one by one to the followers (the poster and the "all" members) who do not take digests
+    followers = 1 + sum(1 for i in range(1, tmpl.size) if member_preference(i) == 1)
+    for k, first in enumerate(firsts):
+        deliver(message_bytes(POSTER, "%s@%s" % (LIST, DOMAIN), "Re: Cron thread %03d" % k,
+                              "bench-cron-reply-%03d@example.org" % k, in_reply_to=first),
+                "%s@%s" % (LIST, DOMAIN), followers - len(chosen))
+    os.remove(path)
+    db = sqlite3.connect(database, isolation_level=None)
+    try:
+        replies = [r for (r,) in db.execute("SELECT id FROM messages WHERE list_id = ? AND kind = 'reply' "
+                                            "AND status = 'sent' AND id > ? ORDER BY id", (list_id, after))]
+        outbox = db.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0]
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+    if len(replies) != CRON_THREADS:
+        raise BenchError("%s: building the list: %d replies recorded, expected %d"
+                         % (cron_name(tmpl.size), len(replies), CRON_THREADS))
+    return dict(tmpl.meta, cron_of=tmpl.directory, cron_generation=CRON_GENERATION, t0=t0, threads=CRON_THREADS,
+                after=after, reply_ids=replies, reply_recipients=followers - len(chosen), outbox_max=outbox,
+                digest_members={member_address(i): member_format(i) for i in chosen})
+
+
+def cron_line(log):
+    """{key: value} of the last `cron list=LIST` log line (key "nothing to do" when it says so), or None."""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            lines = [line for line in f if " cron list=%s " % LIST in line]
+    except FileNotFoundError:
+        return None
+    if not lines:
+        return None
+    rest = lines[-1].split(" cron list=%s " % LIST, 1)[1].strip()
+    if rest == "nothing to do":
+        return {"nothing to do": True}
+    return dict(item.partition("=")[::2] for item in rest.split())
+
+
+def cron_outbox(database, meta):
+    """[(recipient, digest, sent, source)] of the outbox rows made after the list was built."""
+    db = sqlite3.connect(database)
+    try:
+        return db.execute("SELECT recipient, digest, sent, source FROM outbox WHERE id > ? ORDER BY id",
+                          (meta["outbox_max"],)).fetchall()
+    finally:
+        db.close()
+
+
+def cron_series(tmpl, runs, scratch_root, sendmail):
+    """(the cron with digests due, the cron again right after it): two Series
+    on one Scratch, to be run in that order (measure_together does)."""
+    meta, scratch = tmpl.meta, Scratch(scratch_root, tmpl, sendmail)
+    when = meta["t0"] + DAY
+    env = dict(scratch.env(), MLMPIPE_NOW=str(when))
+    argv = list(MLMPIPE_COMMAND) + ["-c", scratch.config, "cron"]
+    members = meta["digest_members"]
+    expected_ids = ",".join(str(i) for i in meta["reply_ids"])
+    database = os.path.join(scratch.directory, "db.sqlite")
+    state = {}
+
+    def prepare_first():
+        scratch.fresh()
+        state.clear()
+        return argv, None, env, scratch.root
+
+    def check_first(run):
+        name, wrong = cron_name(tmpl.size), []
+        line, calls = cron_line(scratch.log), standin_calls(scratch.standin_log)
+        if line is None:
+            raise BenchError("%s: no cron line for list %s in %s" % (name, LIST, scratch.log))
+        queued, sent = int(line.get("digests", 0)), int(line.get("notices_sent", 0))
+        if queued != len(members) or sent != len(members):
+            wrong.append("the log says digests=%d notices_sent=%d, expected %d each" % (queued, sent, len(members)))
+        if len(calls) != len(members) or set(calls) != {1}:
+            wrong.append("the stand-in got %d calls of %s recipients, expected %d of 1"
+                         % (len(calls), sorted(set(calls)), len(members)))
+        rows = cron_outbox(database, meta)
+        got = collections.Counter(r[0] for r in rows)
+        missed, twice = set(members) - set(got), [a for a, n in got.items() if n > 1]
+        others = set(got) - set(members)
+        if missed or twice or others:
+            wrong.append("outbox: %d digest members without a digest (%s), %d with more than one (%s), "
+                         "%d others" % (len(missed), ", ".join(sorted(missed)[:3]), len(twice),
+                                        ", ".join(sorted(twice)[:3]), len(others)))
+        bad = [r[0] for r in rows if r[1] != "%s:%s" % ("text" if members.get(r[0]) == "text" else "mime",
+                                                         expected_ids)
+               or r[2] is None or not r[3].startswith("digest daily ")]
+        if bad:
+            wrong.append("%d outbox rows unsent, not a daily digest or without every reply in her format's "
+                         "style (%s)" % (len(bad), ", ".join(bad[:3])))
+        db = sqlite3.connect(database)
+        try:
+            moved = db.execute("SELECT count(*) FROM digests WHERE mode = 'daily' AND after = ? AND sent = ?",
+                               (meta["reply_ids"][-1], time.strftime("%Y-%m-%d %H:%M:%S",
+                                                                     time.gmtime(when)))).fetchone()[0]
+            records = db.execute("SELECT count(*) FROM digests").fetchone()[0]
+        finally:
+            db.close()
+        if moved != len(members) or records != len(members):
+            wrong.append("%d of %d digest records moved to the last reply and the cron's time (%d records)"
+                         % (moved, len(members), records))
+        if wrong:
+            raise BenchError("%s: %s" % (name, "; ".join(wrong)))
+        state.update(calls=len(calls), rows=len(rows))
+        styles = collections.Counter(r[1].partition(":")[0] for r in rows)
+        return {"recipients": sent, "digests": queued, "notices_sent": sent, "sendmail_calls": len(calls),
+                "messages_per_digest": len(meta["reply_ids"]), "mime_digests": styles["mime"],
+                "text_digests": styles["text"], "per_digest_s": run.wall / max(1, sent)}
+
+    def prepare_again():
+        if not state:
+            raise BenchError("%s runs only right after %s" % (cron_again_name(tmpl.size), cron_name(tmpl.size)))
+        return argv, None, env, scratch.root
+
+    def check_again(run):
+        line, calls = cron_line(scratch.log), len(standin_calls(scratch.standin_log))
+        rows = len(cron_outbox(database, meta))
+        if line != {"nothing to do": True} or calls != state["calls"] or rows != state["rows"]:
+            raise BenchError("%s: expected nothing to do; the cron logged %r, %d more sendmail calls, %d more "
+                             "outbox rows" % (cron_again_name(tmpl.size), line, calls - state["calls"],
+                                              rows - state["rows"]))
+        state.clear()
+        return {"recipients": 0, "digests": 0, "sendmail_calls": 0}
+
+    first = Series(cron_name(tmpl.size), runs, prepare_first, check_first, size=tmpl.size, kind="cron")
+    again = Series(cron_again_name(tmpl.size), runs, prepare_again, check_again, size=tmpl.size, kind="cron")
+    return first, again
+
+
+def cron_table(series):
+    """The cron rows: runs, digests sent, messages in each, times, peak RSS, time per digest."""
+    head = "%-56s %4s %8s %9s %9s %9s %9s %9s %11s" % (
+        "scenario", "runs", "digests", "messages", "median", "min", "max", "peak RSS", "per digest")
+    lines = [head, "-" * len(head)]
+    for s in series:
+        digests = s.facts.get("digests", 0)
+        lines.append("%-56s %4d %8s %9s %9s %9s %9s %9s %11s" % (
+            s.name, len(s.walls), format(digests, ","),
+            format(s.facts["messages_per_digest"], ",") + " each" if digests else "-",
+            seconds(s.median), seconds(min(s.walls)), seconds(max(s.walls)), megabytes(s.peak_rss),
+            seconds(s.median / digests) if digests else "-"))
+    return "\n".join(lines)
+
+
 # Evidence: compile and import time ###########################################
 
 def compile_time(runs=10):
@@ -2005,6 +2276,7 @@ class Bench:
 
         hostile = self.hostile(small)
         storms = self.storms(small)
+        crons = self.crons()
 
         self.out.append(table(rows, floors))
         self.out.append("floors: `python -c pass` and `python -c \"import email.parser, email.policy, sqlite3\"`; "
@@ -2022,9 +2294,13 @@ class Bench:
             self.out.append("")
             self.out.append(storm_table(storms))
             self.out.extend(self.storm_notes)
+        if crons:
+            self.out.append("")
+            self.out.append(cron_table(crons))
+            self.out.extend(self.cron_notes)
         self.out.append("")
         self.out.extend(notes)
-        self.report["rows"] = [s.as_json(floors) for s in rows + hostile + storms]
+        self.report["rows"] = [s.as_json(floors) for s in rows + hostile + storms + crons]
         self.evidence(posts, whatif if whatif in start_group else None, small)
         if self.quick or self.args.only:
             self.out.append("plot: only a whole run (make bench) draws bench/results/scaling.png")
@@ -2094,6 +2370,38 @@ class Bench:
                 said += "; %d processes wrote output" % s.facts["with_output"]
             self.storm_notes.append("  %s: %s" % (s.name, said))
         return storms
+
+    def crons(self):
+        """The cron rows (cron digests, then cron again), measured; their notes in self.cron_notes."""
+        self.cron_notes = []
+        if not self.wanted(cron_name(), cron_again_name()):
+            return []
+        tmpl = cron_template(template(CRON_SIZE, self.standin), self.standin)
+        runs = self.runs(RUNS_CRON)
+        first, again = cron_series(tmpl, runs, self.subdir("cron"), self.standin)
+        progress("measuring %s, then %s (%d runs each, no warm-up)" % (first.name, again.name, runs))
+        measure_together([first, again], warmup=0)
+        meta, facts = tmpl.meta, first.facts
+        texts = sum(1 for fmt in meta["digest_members"].values() if fmt == "text")
+        self.cron_notes.append(
+            "cron: a copy of the %s-member list with %d new threads from one member and then one reply to each "
+            "(`deliver` at a fixed clock), %s members (%d %%, all following the threads; %s text, %s html or both) "
+            "switched to daily digests between the two; each reply went one by one to the other %s followers. "
+            "`python -m mlmpipe cron` the next day (MLMPIPE_NOW) queued and sent %s digests of %d messages each "
+            "(%s MIME, %s RFC 1153 text) to the stand-in, one call each; checked: the log's digests= and "
+            "notices_sent=, the stand-in's calls, one sent outbox row per digest member holding every reply, "
+            "none for anybody else, every digest record moved; then cron again at the same clock: nothing due, "
+            "nothing sent" % (format(tmpl.size, ","), meta["threads"], format(len(meta["digest_members"]), ","),
+                              CRON_DIGEST_PERCENT, format(texts, ","),
+                              format(len(meta["digest_members"]) - texts, ","),
+                              format(meta["reply_recipients"], ","), format(facts["digests"], ","),
+                              facts["messages_per_digest"], format(facts["mime_digests"], ","),
+                              format(facts["text_digests"], ",")))
+        self.cron_notes.append("  %s: %s per digest (median wall / digests), the largest peak RSS %s"
+                               % (first.name, seconds(first.median / facts["digests"]), megabytes(first.peak_rss)))
+        self.report["cron"] = {key: meta[key] for key in ("t0", "threads", "after", "reply_recipients")}
+        self.report["cron"]["digest_members"] = len(meta["digest_members"])
+        return [first, again]
 
     def evidence(self, posts, whatif, small):
         """The lines under the table: the stand-in's cost, fan-out slope, compile and import times."""
