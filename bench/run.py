@@ -454,24 +454,30 @@ class Template:
 
 def template(size, standin):
     """The cached list of `size` members, built when missing."""
-    key = "%d-%s-g%d" % (size, schema_hash(), GENERATION)
+    return cached_template("%d-%s-g%d" % (size, schema_hash(), GENERATION),
+                           "the %s-member list" % format(size, ","), lambda d: build_list(d, size, standin))
+
+
+def cached_template(key, what, build):
+    """The template cached as bench/.cache/lists/KEY, made by build(directory)
+    when missing: built aside, then renamed into place."""
     final = os.path.join(CACHE, "lists", key)
     if os.path.exists(os.path.join(final, "meta.json")):
         return Template(final)
-    progress("building the %s-member list (cached in %s)" % (format(size, ","), os.path.relpath(final, ROOT)))
+    progress("building %s (cached in %s)" % (what, os.path.relpath(final, ROOT)))
     started = time.perf_counter()
     building = "%s.building-%d" % (final, os.getpid())
     shutil.rmtree(building, ignore_errors=True)
     os.makedirs(building)
     try:
-        meta = build_list(building, size, standin)
+        meta = build(building)
         with open(os.path.join(building, "meta.json"), "w") as f:
             json.dump(meta, f, indent=1)
         shutil.rmtree(final, ignore_errors=True)
         os.rename(building, final)
     finally:
         shutil.rmtree(building, ignore_errors=True)
-    progress("built the %s-member list in %.1f s" % (format(size, ","), time.perf_counter() - started))
+    progress("built %s in %.1f s" % (what, time.perf_counter() - started))
     return Template(final)
 
 
@@ -1521,25 +1527,9 @@ def cron_template(tmpl, standin):
     """The cached cron list made from `tmpl` (see above), built when missing."""
     key = "cron-%s-t%d-p%d-c%d" % (os.path.basename(tmpl.directory), CRON_THREADS, CRON_DIGEST_PERCENT,
                                    CRON_GENERATION)
-    final = os.path.join(CACHE, "lists", key)
-    if os.path.exists(os.path.join(final, "meta.json")):
-        return Template(final)
-    progress("building the cron list: %d threads and their replies delivered to a copy of the %s-member list "
-             "(cached in %s)" % (CRON_THREADS, format(tmpl.size, ","), os.path.relpath(final, ROOT)))
-    started = time.perf_counter()
-    building = "%s.building-%d" % (final, os.getpid())
-    shutil.rmtree(building, ignore_errors=True)
-    os.makedirs(building)
-    try:
-        meta = build_cron_list(building, tmpl, standin)
-        with open(os.path.join(building, "meta.json"), "w") as f:
-            json.dump(meta, f, indent=1)
-        shutil.rmtree(final, ignore_errors=True)
-        os.rename(building, final)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    progress("built the cron list in %.1f s" % (time.perf_counter() - started))
-    return Template(final)
+    return cached_template(key, "the cron list: %d threads and their replies delivered to a copy of the %s-member "
+                           "list" % (CRON_THREADS, format(tmpl.size, ",")),
+                           lambda d: build_cron_list(d, tmpl, standin))
 
 
 def build_cron_list(directory, tmpl, standin):
