@@ -85,6 +85,7 @@ DEFAULTS = {
     "max_message_kb": "10240",
     "sendmail_timeout": "300",        # seconds one sendmail call may take
     "db_timeout": "30",               # seconds to wait for a locked database
+    "nameservers": "",                # DMARC lookups: host or host:port, comma-separated; empty: the system's
 }
 VERP_MODES = ("postfix", "qmail", "per-recipient", "off")
 
@@ -318,6 +319,12 @@ class Config:
         except ValueError:
             raise Temporary("4.3.5 mlmpipe: batch_size, max_message_kb, sendmail_timeout and db_timeout "
                             "in %s must be numbers" % path)
+        try:
+            self.nameservers = [(host, int(port or 53)) for host, _, port in
+                                (n.strip().rpartition(":") if n.count(":") == 1 else (n.strip(), "", "")
+                                 for n in values["nameservers"].split(",") if n.strip())]
+        except ValueError:
+            raise Temporary("4.3.5 mlmpipe: nameservers in %s must be host or host:port, comma-separated" % path)
         if self.verp not in VERP_MODES or self.batch_size < 1:
             raise Temporary("4.3.5 mlmpipe: verp in %s must be one of %s and batch_size at least 1"
                             % (path, ", ".join(VERP_MODES)))
@@ -1180,12 +1187,12 @@ def insert_message(db, d, status, kind, thread=None, reason=None):
     planned = thread or planned
     row = db.execute(
         "INSERT INTO messages (list_id, message_id, recipient, author, sender, subject, status, reason, kind, "
-        "thread_id, new_thread, parent_id, received, owner_pid, lease_until) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "thread_id, new_thread, parent_id, received, owner_pid, lease_until, dmarc) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (d.lst["id"], d.message_id, d.recipient, d.author, d.sender, d.mail.subject(), status, reason, kind,
          planned["id"] if planned else None, base, parent["id"] if parent else None, utc(now()),
          os.getpid() if status == "sending" else None,
-         now() + LEASE_SECONDS if status == "sending" else None)).lastrowid
+         now() + LEASE_SECONDS if status == "sending" else None, d.dmarc)).lastrowid
     return message_by_id(db, row)
 
 
@@ -1408,6 +1415,126 @@ def apply_rules(d):
             raise Refuse(sentence.format(reason=reason, new=list_address(d.lst, "new")), EX_NOPERM)
         return reason
     return None
+
+
+# DMARC ######################################################################
+# Before the lock (prepare_post): the author's domain's DMARC policy, from
+# dmarc_cache or DNS (dnspython, imported only then; RFC 7489 6.6.3: the
+# domain's _dmarc record, else its organizational domain's, whose sp= rules
+# subdomains).  reject or quarantine changes the copies' From (README: DMARC).
+
+DMARC_SECONDS = 2.0               # all DNS for one message
+DMARC_TTL = (60, 86400)           # a cached answer lives its TTL, within these seconds
+DMARC_NEGATIVE = 3600             # a name with no record is asked again after this (within DMARC_TTL)
+DMARC_MUNGED = ("reject", "quarantine")
+
+
+class DnsFailure(Exception):
+    """No answer in time, or SERVFAIL: deliver unmunged."""
+
+
+def dmarc_policy(cfg, db, domain, fresh):
+    """'reject', 'quarantine', 'none' or None (no record) for mail From
+    `domain`; the DNS answers it needed are appended to `fresh`."""
+    deadline = time.monotonic() + DMARC_SECONDS
+    record = dmarc_record(cfg, db, domain, deadline, fresh)
+    if record is not None:
+        return dmarc_tag(record, "p")
+    org = organizational_domain(domain)
+    if org and org != domain:
+        record = dmarc_record(cfg, db, org, deadline, fresh)
+        if record is not None:
+            return dmarc_tag(record, "sp") or dmarc_tag(record, "p")
+    return None
+
+
+def organizational_domain(domain):
+    """The registrable domain (publicsuffixlist's bundled list; imported only here)."""
+    from publicsuffixlist import PublicSuffixList
+    return PublicSuffixList().privatesuffix(domain)
+
+
+def dmarc_tag(record, tag):
+    """A policy tag's value, when it is one RFC 7489 knows."""
+    for part in record.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() == tag and value.strip().lower() in ("none", "quarantine", "reject"):
+            return value.strip().lower()
+    return None
+
+
+def dmarc_record(cfg, db, domain, deadline, fresh):
+    """The v=DMARC1 record of _dmarc.DOMAIN, or None: from the cache while it
+    lives, else from DNS within the deadline."""
+    name = "_dmarc." + domain.lower().rstrip(".")
+    row = db.execute("SELECT record, expires FROM dmarc_cache WHERE name = ?", (name,)).fetchone()
+    if row is not None and row["expires"] > now():
+        return row["record"] or None
+    record, ttl = dmarc_lookup(cfg, name, deadline)
+    fresh.append((name, record or "", now() + min(max(ttl, DMARC_TTL[0]), DMARC_TTL[1])))
+    return record
+
+
+def dmarc_lookup(cfg, name, deadline):
+    """(record or None, ttl) from DNS; DnsFailure when it does not answer."""
+    import dns.exception
+    import dns.nameserver
+    import dns.resolver
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DnsFailure("out of time before asking %s" % name)
+    try:
+        resolver = dns.resolver.Resolver(configure=not cfg.nameservers)
+        if cfg.nameservers:
+            resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in cfg.nameservers]
+        resolver.retry_servfail = False
+        answer = resolver.resolve(name, "TXT", lifetime=left, raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN as exc:
+        return None, negative_ttl(exc.response(exc.qnames()[0]) if exc.qnames() else None)
+    except (dns.exception.DNSException, OSError) as exc:
+        raise DnsFailure("%s: %s" % (name, type(exc).__name__))
+    if answer.rrset is None:
+        return None, negative_ttl(answer.response)
+    records = [b"".join(r.strings).decode("ascii", "replace") for r in answer.rrset]
+    records = [r for r in records if r.replace(" ", "").lower().startswith("v=dmarc1")]
+    return (records[0] if len(records) == 1 else None), answer.rrset.ttl
+
+
+def negative_ttl(response):
+    """How long "no record" is believed: the SOA minimum of the answer (RFC 2308), else DMARC_NEGATIVE."""
+    for rrset in getattr(response, "authority", None) or ():
+        for item in rrset:
+            if hasattr(item, "minimum"):
+                return min(rrset.ttl, item.minimum)
+    return DMARC_NEGATIVE
+
+
+def prepare_dmarc(d):
+    """Before the lock: d.dmarc, the author's policy when it changes the From."""
+    if d.settings["dmarc"] == "off" or not valid_address(d.author):
+        return
+    domain = split_address(d.author)[1]
+    try:
+        policy = dmarc_policy(d.cfg, d.db, domain, d.dmarc_answers)
+    except Exception as exc:                    # DnsFailure, or dnspython or publicsuffixlist missing
+        d.log("dmarc lookup for %s failed (%s); the copies keep the author's From" % (domain, exc))
+        return
+    d.dmarc = policy if policy in DMARC_MUNGED else None
+
+
+def remember_dmarc(d):
+    """Inside the transaction: the DNS answers prepare_dmarc got."""
+    for name, record, expires in d.dmarc_answers:
+        d.db.execute("INSERT OR REPLACE INTO dmarc_cache (name, record, expires) VALUES (?, ?, ?)",
+                     (name, record, expires))
+
+
+def munged_from(mail, lst, thread, author):
+    """From: "Author via L" <L-THREAD@D> (RFC 2047 as needed) and Reply-To: the author."""
+    name = next((n for n, a in email.utils.getaddresses(mail.get_all("from")[:1]) if n), "")
+    name = clean_header(decode_words(name)) or author.partition("@")[0]
+    return [("From", format_address("%s via %s" % (name, lst["name"]), list_address(lst, thread["name"]))),
+            ("Reply-To", format_address(name, author))]
 
 
 # Rendering ##################################################################
@@ -1663,6 +1790,15 @@ def render_variant(mail, body, rendering, fmt, footer, head=b""):
     return head + part
 
 
+def wrapped(mail, author, footer, head):
+    """dmarc = wrap: a message from the list whose body is a note and the
+    original, byte for byte, as message/rfc822 (README: DMARC)."""
+    note = "The message below is from %s; its domain's DMARC policy does not let the list send it as it.\n\n%s" % (
+        author, footer[0])
+    return multipart_bytes("mixed", [text_part(note, "plain"), [
+        b"Content-Type: message/rfc822\nContent-Disposition: inline\n\n", memoryview(mail.raw)]], head)
+
+
 def opaque_with_footer(mail, footer, head=b""):
     """`head` and a multipart/mixed of the original body, byte for byte, and the footer part."""
     content = b"".join(header_line(f) for f in mail.fields if f.name.startswith("content-"))
@@ -1719,13 +1855,16 @@ def subject_prefix(lst, settings):
     return clean_header(settings["subject_prefix"]).replace("LIST", lst["name"])
 
 
-def outgoing_headers(mail, lst, settings, thread, message_id, author):
+def outgoing_headers(mail, lst, settings, thread, message_id, author, munge=False):
     """The header block every copy shares (README: Who receives what; Broken and hostile mail), ending before
-    Content-*: the author's fields repaired, ours added, one Message-ID."""
+    Content-*: the author's fields repaired, ours added, one Message-ID; with `munge`, From and Reply-To
+    as README's DMARC says."""
     seen, kept = set(), []
     has_from = bool(mail.addresses("from"))
     for field in mail.fields:
         if field.name in DROPPED_HEADERS or field.name in seen or field.name == "from" and not has_from:
+            continue
+        if munge and field.name in ("from", "reply-to"):
             continue
         if field.name in SINGLE_FIELDS:
             seen.add(field.name)
@@ -1739,7 +1878,9 @@ def outgoing_headers(mail, lst, settings, thread, message_id, author):
     if prefix and prefix.lower() not in subject.lower():
         subject = prefix + " " + subject
     added = [("To", to), ("Subject", subject)] + ([("Cc", cc)] if cc else [])
-    if not has_from:
+    if munge:
+        added += munged_from(mail, lst, thread, author)
+    elif not has_from:
         added.append(("From", author if valid_address(author) else list_address(lst, "owner")))
     if mail.get("date") is None:
         added.append(("Date", email.utils.formatdate(localtime=True)))
@@ -1878,6 +2019,8 @@ class Delivery:
         self.stored = None         # the messages row this delivery stored
         self.distribute = None     # the messages row to distribute after the commit
         self.redeliver = None      # an approved quarantined command, handled again after the commit
+        self.dmarc = None          # the author's DMARC policy that changes the copies' From (reject, quarantine)
+        self.dmarc_answers = []    # fresh DNS answers for dmarc_cache: (name, record, expires)
         self.answers = None        # L-request: the answers its commands give, sent as one
         self.request_lines = []    # L-request: the subject and first lines of the body
         self.outcome = "done"      # what the log line says happened
@@ -2033,10 +2176,12 @@ def prepare_post(d):
         d.log.traceback()
         d.error = "%s: %s" % (type(exc).__name__, clean_header(str(exc))[:200] or "no detail")
     d.spool = spool_write(d.cfg, d.mail.raw, d.rendering)
+    prepare_dmarc(d)
 
 
 def post(d):
     """A message to L, L-new[-NAME], L-THREAD or L-THREAD-new[-NAME]."""
+    remember_dmarc(d)
     d.existing = message_by_message_id(d.db, d.lst, d.message_id)
     choose_thread(d)
     reason = apply_rules(d)
@@ -2273,7 +2418,9 @@ def distribute(cfg, db, log, message_id, mail=None):
     recipients = batches = 0
     try:
         body = analyse(mail)
-        headers = outgoing_headers(mail, lst, settings, thread, row["message_id"], row["author"])
+        munge = row["dmarc"] is not None and settings["dmarc"] != "off" and valid_address(row["author"])
+        headers = outgoing_headers(mail, lst, settings, thread, row["message_id"], row["author"], munge)
+        wrap = munge and settings["dmarc"] == "wrap"
     except Exception as exc:
         return (0, 0), quarantine_stored(cfg, db, log, lst, settings, row, exc)
     groups = recipient_groups(db, thread, row["kind"])
@@ -2287,7 +2434,9 @@ def distribute(cfg, db, log, message_id, mail=None):
                 break
             if data is None:
                 try:
-                    data = render_variant(mail, body, rendering, fmt, footers(lst, thread, bool(follower)), headers)
+                    foot = footers(lst, thread, bool(follower))
+                    data = (wrapped(mail, row["author"], foot, headers) if wrap else
+                            render_variant(mail, body, rendering, fmt, foot, headers))
                 except Exception as exc:
                     return (recipients, batches), quarantine_stored(cfg, db, log, lst, settings, row, exc)
             for flags, addresses in sendmail_calls(cfg, lst, [r["address"] for r in rows]):

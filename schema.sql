@@ -93,6 +93,7 @@ CREATE TABLE IF NOT EXISTS messages (
     sent        TEXT,
     owner_pid   INTEGER,                         -- process distributing it
     lease_until REAL,                            -- unix time its claim ends
+    dmarc       TEXT,                            -- the author's DMARC policy that changes its From, if any
     UNIQUE (list_id, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_thread ON messages (thread_id, id);
@@ -117,6 +118,14 @@ CREATE TABLE IF NOT EXISTS digests (
     after     INTEGER NOT NULL DEFAULT 0,
     sent      TEXT NOT NULL,
     PRIMARY KEY (member_id, mode)
+) WITHOUT ROWID;
+
+-- DMARC answers (README: DMARC): the TXT record of _dmarc.DOMAIN ('' for
+-- none), until `expires` (unix time; the record's TTL, bounded).
+CREATE TABLE IF NOT EXISTS dmarc_cache (
+    name    TEXT PRIMARY KEY,
+    record  TEXT NOT NULL,
+    expires REAL NOT NULL
 ) WITHOUT ROWID;
 
 -- Keyword watches: a message whose subject or text holds all of `words`
@@ -182,7 +191,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_source ON outbox (list_id, source);
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (list_id, sent);
 
-PRAGMA user_version = 7;
+PRAGMA user_version = 8;
 
 -- Migrations ###################################################################
 -- "-- to N" starts the statements that bring a version N-1 database to N.
@@ -253,3 +262,7 @@ CREATE TABLE overrides_v7 (
 INSERT INTO overrides_v7 SELECT thread_id, member_id, subscribed, digest, left_after FROM overrides;
 DROP TABLE overrides;
 ALTER TABLE overrides_v7 RENAME TO overrides;
+
+-- to 8
+-- DMARC: the policy a message's From was changed for (dmarc_cache is made above)
+ALTER TABLE messages ADD COLUMN dmarc TEXT;

@@ -25,7 +25,14 @@ Usage:
                   watchers who do not follow the thread (800 of them
                   matching it; round-robin with the reply without, and
                   checked: followers + matching watchers, counted in the
-                  database), the 10,000 post through a real Postfix;
+                  database), the 1,000 new thread again from an author
+                  whose domain publishes DMARC p=reject, its answer cached
+                  and not (asked of the bench's DNS server on 127.0.0.1;
+                  round-robin with the plain post; checked: the copies'
+                  From munged, the DNS questions of each run, dmarc_cache;
+                  a line under the table gives what each adds, the imports
+                  only the uncached one does, and holds L-help to 1.5x the
+                  import floor), the 10,000 post through a real Postfix;
                   then the "hostile html: ..." table: one post each to the
                   1,000-member list of HTML that is slow or fatal to convert
                   to text, a reference newsletter and a 10 MB post with an
@@ -56,7 +63,8 @@ Usage:
   --only PREFIX   only the scenarios whose name starts with PREFIX (case
                   ignored, repeatable): "command", "post new", "post reply",
                   "watch" (the reply with watchers and its baseline, the
-                  10,000 reply), "via postfix", "as a script", "hostile",
+                  10,000 reply), "dmarc" (both DMARC rows and their
+                  baseline, the 1,000 new thread), "via postfix", "as a script", "hostile",
                   "bounce storm", "cron" (both cron rows); the floors
                   always run
   --profile N     cProfile the new-thread post to an N-member list
@@ -134,6 +142,7 @@ LIST = "bench"
 DOMAIN = "lists.example.org"
 OWNER = "owner@example.org"
 POSTER = "poster@example.org"
+BENCH_DOMAINS = ("example.org", "example.com", "example.net")   # authors' domains: DMARC answers cached
 SECRET = "b" * 64
 FORMATS = ("text", "html", "both")
 THREAD_SUBJECT = "Bench thread"
@@ -417,11 +426,31 @@ def schema_hash():
     return file_hash(SCHEMA)
 
 
+_DNS = []
+
+
+def bench_dns():
+    """tests/dns_server.py's server on 127.0.0.1: DMARC lookups never leave the machine."""
+    if not _DNS:
+        sys.path.insert(0, TESTS)
+        from dns_server import DnsServer
+        _DNS.append(DnsServer())
+    return _DNS[0]
+
+
 def write_config(path, database, archive, sendmail, log, batch_size=BATCH_SIZE):
     with open(path, "w") as f:
         f.write("[mlmpipe]\ndatabase = %s\narchive = %s\nsendmail = %s\nverp = postfix\n"
-                "batch_size = %d\ndomain = %s\nlog = %s\nsecret = %s\n"
-                % (database, archive, sendmail, batch_size, DOMAIN, log, SECRET))
+                "batch_size = %d\ndomain = %s\nlog = %s\nsecret = %s\nnameservers = %s\n"
+                % (database, archive, sendmail, batch_size, DOMAIN, log, SECRET, bench_dns().address))
+
+
+def cache_no_dmarc(database, domains):
+    """The usual case the post rows measure: the posters' domains' DMARC
+    answers ("no record") are in mlmpipe's cache."""
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        db.executemany("INSERT OR REPLACE INTO dmarc_cache (name, record, expires) VALUES (?, '', 1e12)",
+                       [("_dmarc." + d,) for d in domains])
 
 
 def admin(config, *args):
@@ -561,12 +590,14 @@ def message_bytes(frm, to, subject, message_id, in_reply_to=None, body=BODY,
     return ("\n".join(lines) + "\n\n" + body).encode()
 
 
-def post_message(kind):
+NEW_THREAD_MESSAGE_ID = "bench-new-thread@example.org"
+
+
+def post_message(kind, frm=POSTER):
     """A new thread (to L@D, no references) or a reply (to L@D, In-Reply-To the thread's first message)."""
     if kind == "new":
-        return message_bytes(POSTER, "%s@%s" % (LIST, DOMAIN), "Reading list for next month",
-                             "bench-new-thread@example.org")
-    return message_bytes(POSTER, "%s@%s" % (LIST, DOMAIN), REPLY_SUBJECT, REPLY_MESSAGE_ID,
+        return message_bytes(frm, "%s@%s" % (LIST, DOMAIN), "Reading list for next month", NEW_THREAD_MESSAGE_ID)
+    return message_bytes(frm, "%s@%s" % (LIST, DOMAIN), REPLY_SUBJECT, REPLY_MESSAGE_ID,
                          in_reply_to=THREAD_MESSAGE_ID)
 
 
@@ -693,6 +724,7 @@ class Scratch:
         shutil.copyfile(self.tmpl.database, os.path.join(self.directory, "db.sqlite"))
         write_config(self.config, os.path.join(self.directory, "db.sqlite"),
                      os.path.join(self.directory, "archive"), self.sendmail, self.log, self.batch_size)
+        cache_no_dmarc(os.path.join(self.directory, "db.sqlite"), BENCH_DOMAINS)
         return self
 
     def message(self, data):
@@ -706,18 +738,22 @@ class Scratch:
 
 
 def post_series(name, tmpl, kind, runs, scratch_root, sendmail, standin_counted=True, command=MLMPIPE_COMMAND,
-                env=None, batch_size=BATCH_SIZE, series_kind=None):
+                env=None, batch_size=BATCH_SIZE, series_kind=None, author=(POSTER, POSTER), setup=None):
     """A Series of posts (kind "new" or "reply") to a fresh copy of `tmpl`, checked against the audience
     (and, when tmpl.meta has "reply_calls", the stand-in's calls against those sizes); its Scratch is
-    series.scratch."""
+    series.scratch.  `author`: the From and the envelope sender; `setup(database)`, when given, changes
+    each fresh copy's database before the run (not timed)."""
     scratch = Scratch(scratch_root, tmpl, sendmail, batch_size)
     expected = tmpl.meta["new_thread_audience" if kind == "new" else "reply_audience"]
     calls_expected = sorted(tmpl.meta["reply_calls"]) if kind == "reply" and "reply_calls" in tmpl.meta else None
-    message = post_message(kind)
+    frm, sender = author
+    message = post_message(kind, frm)
 
     def prepare():
         scratch.fresh()
-        return (deliver_argv(scratch.config, "%s@%s" % (LIST, DOMAIN), POSTER, command),
+        if setup is not None:
+            setup(os.path.join(scratch.directory, "db.sqlite"))
+        return (deliver_argv(scratch.config, "%s@%s" % (LIST, DOMAIN), sender, command),
                 scratch.message(message), env or scratch.env(), scratch.root)
 
     def check(run):
@@ -986,6 +1022,173 @@ def watch_lines(watched, plain):
                      "%.1f µs per extra recipient"
                      % (plain.name, format(plain.facts["recipients"], ","), plain.facts["batches"], more * 1000,
                         100 * more / plain.median, rss, more / max(1, facts["watch_recipients"]) * 1e6))
+    return lines
+
+
+# DMARC #######################################################################
+# The new-thread post to the DMARC_SIZE list again, from an author whose
+# domain publishes p=reject (README: DMARC), measured round-robin with "post
+# new thread 1,000" as its baseline: once with that answer in the scratch
+# database's dmarc_cache ("cached": DNS is not asked) and once without
+# ("asks DNS": mlmpipe imports dnspython, asks the bench's DNS server on
+# 127.0.0.1 one question, _dmarc.DOMAIN, which has a record, so there is no
+# organizational-domain question and no publicsuffixlist, and stores the
+# answer).  The template lists have dmarc = off (build_list), and only
+# members may post; the scratch copy gets dmarc = munge and post_policy =
+# public, so the author, who is not a member, reaches the same 1,000
+# members.  Each run is checked: the recipients and sendmail calls
+# (post_series), messages.dmarc = 'reject', the questions the DNS server
+# got during the run, and dmarc_cache afterwards; and one untimed run per
+# row, through a sendmail that keeps the copies, checks a copy's From and
+# Reply-To.
+
+DMARC = "dmarc: "
+DMARC_SIZE = 1000
+DMARC_DOMAIN = "dmarc-reject.example.com"       # not one of BENCH_DOMAINS: its answer is p=reject
+DMARC_ADDRESS = "author@" + DMARC_DOMAIN
+DMARC_FROM = "Dana Reject <%s>" % DMARC_ADDRESS
+DMARC_NAME = "_dmarc." + DMARC_DOMAIN
+DMARC_RECORD = "v=DMARC1; p=reject"
+DMARC_RECORD_TTL = 3600
+HELP_LIMIT = 1.5          # the issue's acceptance: L-help costs at most 1.5× the import floor
+
+
+def dmarc_name(size, cached):
+    return "%spost new thread %s, p=reject %s" % (DMARC, format(size, ","), "cached" if cached else "asks DNS")
+
+
+def dmarc_series(tmpl, runs, scratch_root, sendmail, cached):
+    """The new-thread post from DMARC_ADDRESS (see above), its answer in dmarc_cache or not."""
+    server = bench_dns()
+    server.zone[DMARC_NAME] = ([DMARC_RECORD], DMARC_RECORD_TTL)
+    name = dmarc_name(tmpl.size, cached)
+    asked_before = [0]            # len(server.asked) when the run was prepared
+
+    def setup(database):
+        with contextlib.closing(sqlite3.connect(database)) as db, db:
+            list_id = db.execute("SELECT id FROM lists WHERE name = ?", (LIST,)).fetchone()[0]
+            db.executemany("INSERT OR REPLACE INTO list_settings (list_id, key, value) VALUES (?, ?, ?)",
+                           [(list_id, "dmarc", "munge"), (list_id, "post_policy", "public")])
+            db.execute("DELETE FROM dmarc_cache WHERE name = ?", (DMARC_NAME,))
+            if cached:
+                db.execute("INSERT INTO dmarc_cache (name, record, expires) VALUES (?, ?, 1e12)",
+                           (DMARC_NAME, DMARC_RECORD))
+        asked_before[0] = len(server.asked)
+
+    series = post_series(name, tmpl, "new", runs, scratch_root, sendmail, series_kind="dmarc",
+                         author=(DMARC_FROM, DMARC_ADDRESS), setup=setup)
+    post_check, scratch = series.check, series.scratch
+
+    def check(run):
+        facts = post_check(run)
+        asked = server.asked[asked_before[0]:]
+        wanted = [] if cached else [DMARC_NAME]
+        if asked != wanted:
+            raise BenchError("%s: the DNS server was asked %r during the run; expected %r" % (name, asked, wanted))
+        with contextlib.closing(sqlite3.connect(os.path.join(scratch.directory, "db.sqlite"))) as db:
+            stored = db.execute("SELECT m.dmarc, t.name FROM messages m LEFT JOIN threads t ON t.id = m.thread_id "
+                                "WHERE m.message_id = ?", (NEW_THREAD_MESSAGE_ID,)).fetchone()
+            answer = db.execute("SELECT record, expires FROM dmarc_cache WHERE name = ?", (DMARC_NAME,)).fetchone()
+        if stored is None or stored[0] != "reject":
+            raise BenchError("%s: mlmpipe stored the post with dmarc %r; expected 'reject'"
+                             % (name, stored and stored[0]))
+        left = None if answer is None else answer[1] - time.time()
+        if answer is None or answer[0] != DMARC_RECORD or not (
+                left > 1e11 if cached else DMARC_RECORD_TTL - 120 < left <= DMARC_RECORD_TTL):
+            raise BenchError("%s: dmarc_cache holds %r for %s afterwards; expected %r for %s"
+                             % (name, answer, DMARC_NAME, DMARC_RECORD,
+                                "ever" if cached else "its TTL, %d s" % DMARC_RECORD_TTL))
+        facts.update(dns_questions=len(asked), thread=stored[1])
+        return facts
+
+    series.check = check
+    series.scratch = scratch
+    return series
+
+
+def dmarc_copy(series):
+    """One untimed run of `series` through a sendmail that keeps what it is
+    given: the From and Reply-To of a copy, checked; BenchError otherwise."""
+    scratch = series.scratch
+    copies = os.path.join(scratch.root, "copies")
+    shutil.rmtree(copies, ignore_errors=True)
+    os.makedirs(copies)
+    keeper = os.path.join(scratch.root, "sendmail-keeper")
+    with open(keeper, "w") as f:
+        f.write('#!/bin/sh\n# bench/run.py: a sendmail that keeps each call\'s message (the DMARC rows\' check)\n'
+                'n=0; seen=\n'
+                'for a; do if [ -n "$seen" ]; then n=$((n+1)); elif [ "$a" = "--" ]; then seen=1; fi; done\n'
+                'cat >"%s/copy-$$.eml"\n'
+                'echo "$n" >>"$BENCH_STANDIN_LOG"\n' % copies)
+    os.chmod(keeper, 0o755)
+    sendmail, scratch.sendmail = scratch.sendmail, keeper
+    try:
+        series.run_once(keep=False)
+    finally:
+        scratch.sendmail = sendmail
+    import email
+    import email.policy
+    import email.utils
+    kept = sorted(os.listdir(copies))
+    if not kept:
+        raise BenchError("%s: the keeping sendmail got no copy" % series.name)
+    with open(os.path.join(copies, kept[0]), "rb") as f:
+        copy = email.message_from_binary_file(f, policy=email.policy.default)
+    frm, reply_to = str(copy.get("From", "")), str(copy.get("Reply-To", ""))
+    name, address = email.utils.parseaddr(frm)
+    wanted = "%s-%s@%s" % (LIST, series.facts["thread"], DOMAIN)
+    if address.lower() != wanted.lower() or "via" not in name or \
+            DMARC_ADDRESS not in [a.lower() for _, a in email.utils.getaddresses([reply_to])]:
+        raise BenchError("%s: a copy says From: %s, Reply-To: %s; expected From: \"... via %s\" <%s> and "
+                         "Reply-To: the author, %s" % (series.name, frm, reply_to, LIST, wanted, DMARC_ADDRESS))
+    return {"copy_from": frm, "copy_reply_to": reply_to, "copies_kept": len(kept)}
+
+
+def dmarc_imports(cached, uncached):
+    """What the uncached row imports that the cached one does not, by -X importtime (one run each):
+    {"modules": [...], "self_us": total, "packages": {top-level package: self us}}."""
+    seen = {row["module"] for row in importtime_rows(cached)[1]}
+    extra = [row for row in importtime_rows(uncached)[1] if row["module"] not in seen]
+    packages = collections.Counter()
+    for row in extra:
+        packages[row["module"].split(".")[0]] += row["self_us"]
+    return {"modules": sorted(row["module"] for row in extra), "self_us": sum(row["self_us"] for row in extra),
+            "packages": dict(packages)}
+
+
+def dmarc_line(dmarcs, plain, help_, floors, imports=None):
+    """The line under the table: each DMARC row against the plain new-thread
+    post, and L-help against the import floor (HELP_LIMIT); or []."""
+    lines = []
+    if dmarcs:
+        facts = next((s.facts for s in dmarcs if "copy_from" in s.facts), {})
+        compared = "; ".join(
+            "%s %+.1f ms (%+.0f %%)" % (s.name[len(DMARC):].split(", ")[-1], (s.median - plain.median) * 1000,
+                                       100 * (s.median - plain.median) / plain.median) for s in dmarcs)
+        lines.append("dmarc: the %s-member new-thread post from %s (p=reject; the scratch list set to dmarc = "
+                     "munge, post_policy = public) against %s (%s, dmarc = off: no cache read, no munging), "
+                     "round-robin, median: %s; a copy said From: %s, Reply-To: %s"
+                     % (format(plain.size, ","), DMARC_ADDRESS, plain.name, seconds(plain.median), compared,
+                        facts.get("copy_from", "?"), facts.get("copy_reply_to", "?")))
+        asks = next((s for s in dmarcs if not s.name.endswith("cached")), None)
+        said = ["checked: messages.dmarc = 'reject' and dmarc_cache holding the record after every run; the DNS "
+                "server on 127.0.0.1 asked nothing during a cached run"]
+        if asks is not None:
+            said.append("exactly %s (no organizational-domain question) in each uncached run" % DMARC_NAME)
+        if imports is not None:
+            packages = sorted(imports["packages"].items(), key=lambda item: -item[1])
+            said.append("imports only the uncached run does (-X importtime, self times): %.1f ms in %d modules (%s)"
+                        % (imports["self_us"] / 1000, len(imports["modules"]),
+                           ", ".join("%s %.1f ms" % (p, us / 1000) for p, us in packages[:6])
+                           + (", ..." if len(packages) > 6 else "")))
+            if "publicsuffixlist" in imports["packages"]:
+                said.append("NOT OK: publicsuffixlist imported although the domain has a record")
+        lines.append("  " + "; ".join(said))
+    if help_ is not None:
+        ratio = help_.median / floors["import"].median
+        lines.append("%s%s: %.2f× the import floor (%s; wanted: at most %g×): %s"
+                     % ("  " if lines else "", help_.name, ratio, seconds(floors["import"].median), HELP_LIMIT,
+                        "ok" if ratio <= HELP_LIMIT else "NOT OK"))
     return lines
 
 
@@ -1734,13 +1937,11 @@ def compile_time(runs=10):
 WATCHED_IMPORTS = ("html2text", "dns", "docopt")
 
 
-def import_times(series):
-    """Run one command of `series` under -X importtime: totals, ten most expensive, watched modules.
-
-    -X importtime prints one line per module, a child before its parent,
-    indented by depth.  The interpreter's own start-up (up to `site`) is told
-    apart from what mlmpipe imports.
-    """
+def importtime_rows(series):
+    """Run one command of `series` (checked) under -X importtime: (the
+    interpreter's start-up rows, mlmpipe's rows), each row a dict: module,
+    self_us, cumulative_us, top_level, start_up, via (the top-level import
+    that pulled it in)."""
     argv, stdin, env, cwd = series.prepare()
     run = measure([argv[0], "-X", "importtime"] + argv[1:], stdin, env, cwd)
     if run.code != 0:
@@ -1761,6 +1962,18 @@ def import_times(series):
                 child["via"] = row["module"]
             pending = []
             start_up = start_up and row["module"] != "site"
+    return [r for r in rows if r["start_up"]], [r for r in rows if not r["start_up"]]
+
+
+def import_times(series):
+    """Run one command of `series` under -X importtime: totals, ten most expensive, watched modules.
+
+    -X importtime prints one line per module, a child before its parent,
+    indented by depth.  The interpreter's own start-up (up to `site`) is told
+    apart from what mlmpipe imports.
+    """
+    start_up, mine = importtime_rows(series)
+    rows = start_up + mine
     watched = sorted({r["module"] for r in rows
                       if any(r["module"] == w or r["module"].startswith(w + ".") for w in WATCHED_IMPORTS)})
     flufl = [r for r in rows if r["module"].split(".")[0] == "flufl" or r["via"] == "flufl.bounce"]
@@ -1936,13 +2149,14 @@ def megabytes(kb):
 
 def table(series, floors):
     """The one table: scenario, runs, recipients, median/min/max, peak RSS, ratios to the floors."""
-    head = "%-42s %5s %10s %10s %10s %10s %9s %7s %8s" % (
-        "scenario", "runs", "recipients", "median", "min", "max", "peak RSS", "×pass", "×import")
+    width = max([42] + [len(s.name) for s in series])
+    head = "%-*s %5s %10s %10s %10s %10s %9s %7s %8s" % (
+        width, "scenario", "runs", "recipients", "median", "min", "max", "peak RSS", "×pass", "×import")
     lines = [head, "-" * len(head)]
     for s in series:
         recipients = s.facts.get("recipients")
-        lines.append("%-42s %5d %10s %10s %10s %10s %9s %6.1f× %7.1f×" % (
-            s.name, len(s.walls), "-" if recipients is None else format(recipients, ","),
+        lines.append("%-*s %5d %10s %10s %10s %10s %9s %6.1f× %7.1f×" % (
+            width, s.name, len(s.walls), "-" if recipients is None else format(recipients, ","),
             seconds(s.median), seconds(min(s.walls)), seconds(max(s.walls)), megabytes(s.peak_rss),
             s.median / floors["pass"].median, s.median / floors["import"].median))
     return "\n".join(lines)
@@ -2220,13 +2434,16 @@ class Bench:
         measure_together(list(floors.values()) + start_group)
         self.rows = rows = list(floors.values()) + start_group
 
-        posts, watch_notes = [], []
+        posts, watch_notes, dmarcs, dmarc_plain = [], [], [], None
         for size in sizes:
             for kind, label in (("new", "post new thread"), ("reply", "post reply")):
                 name = "%s %s" % (label, format(size, ","))
                 # the reply with keyword watchers, measured with the same reply without as its baseline
                 watched = kind == "reply" and size == WATCH_SIZE and self.wanted(watch_name(), WATCH + watch_name())
-                if not self.wanted(name) and not watched:
+                # the new thread from a p=reject author, cached and not, with the same post as their baseline
+                dmarc = [cached for cached in (True, False)
+                         if kind == "new" and size == DMARC_SIZE and self.wanted(dmarc_name(size, cached))]
+                if not self.wanted(name) and not watched and not dmarc:
                     continue
                 tmpl = template(size, self.standin)
                 runs = self.runs(RUNS_POST[size])
@@ -2234,9 +2451,18 @@ class Bench:
                 if watched:
                     wtmpl = watch_template(tmpl, os.path.join(self.subdir("watch"), "list"))
                     together.append(watch_series(wtmpl, runs, self.subdir("p%dwatch" % size), self.standin))
+                for cached in dmarc:
+                    s = dmarc_series(tmpl, runs, self.subdir("p%ddmarc%d" % (size, cached)), self.standin, cached)
+                    progress("checking a copy of %s (one run through a sendmail that keeps it)" % s.name)
+                    s.copy = dmarc_copy(s)
+                    together.append(s)
+                    dmarcs.append(s)
+                    dmarc_plain = together[0]
                 progress("measuring %s (%d runs%s)" % (" and ".join(s.name for s in together), runs,
-                                                        " each, round-robin" if watched else ""))
+                                                        " each, round-robin" if len(together) > 1 else ""))
                 measure_together(together)
+                for s in together:
+                    s.facts.update(getattr(s, "copy", {}))
                 posts += together
                 if watched:
                     watch_notes = watch_lines(together[1], together[0])
@@ -2276,6 +2502,23 @@ class Bench:
         if ratios:
             self.out.append(ratios)
         self.out.extend(watch_notes)
+        imports = None
+        if len(dmarcs) == 2:
+            # fresh series, so the -X importtime runs do not count in the table
+            progress("-X importtime of the two DMARC posts")
+            pair = [dmarc_series(dmarc_plain.scratch.tmpl, 1, self.subdir("itdmarc%d" % cached), self.standin,
+                                 cached) for cached in (True, False)]
+            imports = dmarc_imports(*pair)
+        help_ = next((s for s in rows if s.name == "command: L-help"), None)
+        self.out.extend(dmarc_line(dmarcs, dmarc_plain, help_, floors, imports))
+        if dmarcs:
+            self.report["dmarc"] = {
+                "baseline": dmarc_plain.name, "baseline_median_s": dmarc_plain.median,
+                "added_s": {s.name: s.median - dmarc_plain.median for s in dmarcs},
+                "uncached_imports": imports}
+        if help_ is not None:
+            self.report["help_ratio_import"] = {"ratio": help_.median / floors["import"].median,
+                                                "limit": HELP_LIMIT}
         if hostile:
             self.out.append("")
             self.out.append(hostile_table(hostile, floors))

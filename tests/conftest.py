@@ -322,6 +322,19 @@ class Members(dict):
         raise AssertionError(f"{address} is not in members --json: {sorted(self)}")
 
 
+_DNS = []
+
+
+def dns_for_tests():
+    """The session's DNS server on 127.0.0.1 (tests/dns_server.py): every
+    mlmpipe the tests configure asks it, never the system's resolver, so no
+    DMARC lookup leaves 127.0.0.0/8.  Tests put their own records in .zone."""
+    if not _DNS:
+        from dns_server import DnsServer
+        _DNS.append(DnsServer())
+    return _DNS[0]
+
+
 class MList:
     """A configured mlmpipe with one list, in a temporary directory."""
 
@@ -345,7 +358,8 @@ class MList:
                  f"verp = {verp}",
                  f"batch_size = {batch_size:d}",
                  f"domain = {domain}",
-                 f"log = {self.logfile}"]
+                 f"log = {self.logfile}",
+                 f"nameservers = {dns_for_tests().address}"]
         if qmail_prefix is not None:
             lines.append(f"qmail_prefix = {qmail_prefix}")
         for key, value in (extra or {}).items():
@@ -396,7 +410,7 @@ class MList:
         self.cli("init")
         self.cli("newlist", self.name, f"--owner={owner}",
                  f"--domain={self.domain}")
-        # hermetic: no DMARC lookups (there is no DNS here)
+        # no DMARC lookups unless a test turns them on (tests/test_dmarc.py; they ask dns_for_tests())
         self.cli("config", self.name, "dmarc", "off")
         groups = {}
         for address, (pref, fmt) in members.items():

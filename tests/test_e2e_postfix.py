@@ -21,8 +21,10 @@ import pytest
 
 try:
     import postfix_harness as harness
+    from conftest import dns_for_tests
 except ImportError:  # tests/ imported as a package
     from tests import postfix_harness as harness
+    from tests.conftest import dns_for_tests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAM = os.path.join(ROOT, "mlmpipe.py")
@@ -66,6 +68,7 @@ def mail_system():
             batch_size=500,
             domain=harness.PIPE_DOMAIN,
             log=postfix.mlmpipe_log,
+            nameservers=dns_for_tests().address,         # DMARC lookups stay on 127.0.0.1
         )
         postfix.mlmpipe("init")
         postfix.mlmpipe("newlist", PIPE_LIST, "--owner=" + OWNER)
@@ -426,3 +429,44 @@ def test_postfix_delivers_a_daily_digest_as_multipart_digest(mail_system):
         print("digest relayed to the sink %.1f s after cron started" % relayed)
     finally:
         postfix.mlmpipe("remove", PIPE_LIST, reader)
+
+
+def test_postfix_dmarc_reject_author_is_munged_and_reply_all_reaches_author_and_thread(mail_system):
+    """Issue 11, acceptance item 3: an author whose domain publishes p=reject
+    (on the tests' DNS server) posts; the sink's copies say "Author via L"
+    <L-THREAD@D> with Reply-To: the author; a member's reply-all (To: the
+    Reply-To, Cc: the From) reaches the author directly and, through the
+    thread, everyone who follows it."""
+    postfix, sink = mail_system
+    author, member = "rita@strict-dmarc.test", PIPE_MEMBERS[1]
+    dns = dns_for_tests()
+    dns.zone["_dmarc.strict-dmarc.test"] = (["v=DMARC1; p=reject"], 300)
+    postfix.mlmpipe("add", PIPE_LIST, author)
+    try:
+        message_id = submit(postfix, author, "%s-new@%s" % (PIPE_LIST, harness.PIPE_DOMAIN), "DMARC post")
+        [copy] = harness.wait_until(lambda: [t for t in copies_of(sink, message_id) if member in t.rcpt_tos],
+                                    postfix, sink, timeout=60, what="the member's copy of the post")
+        name, thread_address = email.utils.parseaddr(str(copy.message["From"]))
+        assert name == "rita via %s" % PIPE_LIST, copy.message["From"]
+        assert thread_address.startswith(PIPE_LIST + "-") and thread_address.endswith("@" + harness.PIPE_DOMAIN)
+        assert email.utils.parseaddr(str(copy.message["Reply-To"]))[1] == author
+        # reply-all, as a mail client makes it from those two fields
+        reply_id = "<%s@example.com>" % uuid.uuid4().hex
+        text = ("From: %s\r\nTo: %s\r\nCc: %s\r\nSubject: Re: DMARC post\r\nDate: %s\r\nMessage-ID: %s\r\n"
+                "In-Reply-To: %s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nAgreed.\r\n"
+                % (member, copy.message["Reply-To"], copy.message["From"], email.utils.formatdate(), reply_id,
+                   message_id))
+        with smtplib.SMTP("127.0.0.1", postfix.port, local_hostname="client.example.net", timeout=30) as smtp:
+            smtp.sendmail(member, [author, thread_address], text.encode())
+        direct = harness.wait_until(
+            lambda: [t for t in copies_of(sink, reply_id) if t.mail_from == member and author in t.rcpt_tos],
+            postfix, sink, timeout=60, what="the reply's direct copy to the author")
+        through = harness.wait_until(
+            lambda: [t for t in copies_of(sink, reply_id)
+                     if t.mail_from == verp(PIPE_LIST, harness.PIPE_DOMAIN, author)],
+            postfix, sink, timeout=60, what="the reply through the thread to its originator")
+        assert direct and through
+        assert through[0].message["X-Mlmpipe-Thread"] and "rita" not in str(through[0].message["From"])
+    finally:
+        dns.zone.pop("_dmarc.strict-dmarc.test", None)
+        postfix.mlmpipe("remove", PIPE_LIST, author)
