@@ -1666,6 +1666,8 @@ def html_to_text(markup):
     import html2text
     converter = html2text.HTML2Text()
     converter.body_width = 0
+    converter.unicode_snob = True           # "é" stays "é", not "e"
+    converter.ignore_emphasis = True        # mail, not Markdown: no "**Deadline** :"
     text = within(HTML_SECONDS, converter.handle, markup)
     if text is None or len(text) > HTML_GROWTH * len(markup) + 4096:
         return plain_text_of_html(markup)

@@ -203,8 +203,12 @@ def test_text_to_html_escapes_and_links():
     assert '<a href="https://e.org/a_b">https://e.org/a_b</a>).' in out
 
 
-def test_html_to_text():
-    assert "Hello **world**" in mlmpipe.html_to_text("<p>Hello <b>world</b></p>")
+def test_html_to_text_reads_like_mail():
+    """Not Markdown: no emphasis marks, accents kept, lists and quotes kept."""
+    text = mlmpipe.html_to_text("<p><b>Deadline</b>: Friday, <em>not</em> Monday. Caf&eacute;</p>"
+                                "<ul><li>one</li><li>two</li></ul><blockquote>quoted</blockquote>")
+    assert "Deadline: Friday, not Monday. Café" in text and "*" not in text.replace("  * ", "")
+    assert "  * one\n  * two" in text and "> quoted" in text
 
 
 def test_analyse_shapes():
