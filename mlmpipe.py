@@ -1556,6 +1556,7 @@ class Body:
         self.text = text              # str or None
         self.html = html              # str or None
         self.attachments = list(attachments)   # Parts, sent as they came
+        self.related = []             # Parts the HTML refers to (cid: images), sent with it
         self.opaque = opaque          # signed, encrypted or not text: kept whole
 
 
@@ -1585,14 +1586,19 @@ def _readable(part, raw, body):
     elif part.ctype == "text/html":
         body.html = part.text(raw)
     else:
-        stack = list(reversed(part.children))
+        stack = [(sub, part) for sub in reversed(part.children)]
         while stack and (body.text is None or body.html is None):
-            sub = stack.pop()
+            sub, parent = stack.pop()
             if sub.ctype == "text/plain" and body.text is None and not sub.attachment:
                 body.text = sub.text(raw)
             elif sub.ctype == "text/html" and body.html is None and not sub.attachment:
                 body.html = sub.text(raw)
-            stack.extend(reversed(sub.children))
+                others = [p for p in parent.children if p is not sub and not p.ctype.startswith("text/")]
+                if parent.ctype == "multipart/related":       # its inline images travel with it
+                    body.related = others
+                elif parent.ctype == "multipart/mixed":       # (Apple Mail: HTML fragments around a file)
+                    body.attachments += others
+            stack.extend((child, sub) for child in reversed(sub.children))
     return body
 
 
@@ -1724,8 +1730,10 @@ def footers(lst, thread, follower):
         command = list_address(lst, name + "-subscribe")
     leave = list_address(lst, "unsubscribe")
     help_ = list_address(lst, "help")
-    text = "-- \n%s mailto:%s\nTo leave %s: mailto:%s  Help: mailto:%s\n" % (
-        what, command, lst["name"], leave, help_)
+    import textwrap
+    lines = ("%s mailto:%s" % (what, command), "To leave %s: mailto:%s  Help: mailto:%s" % (lst["name"], leave, help_))
+    text = "-- \n%s\n" % "\n".join(textwrap.fill(line, 72, break_long_words=False, break_on_hyphens=False)
+                                   for line in lines)      # 72 columns; an address is never cut
     link = '<a href="mailto:%s">%s</a>'
     markup = ('<hr>\n<p style="font-size:small">%s %s<br>\nTo leave %s: %s &nbsp; Help: %s</p>\n' % (
         html.escape(what), link % (command, command), html.escape(lst["name"]),
@@ -1769,12 +1777,15 @@ def with_footer_html(markup, footer):
     return markup + footer if at < 0 else markup[:at] + footer + markup[at:]
 
 
-def body_part(text, markup, fmt):
+def body_part(text, markup, fmt, related=()):
+    """The readable part of a variant; the HTML with its `related` pieces (inline images) in a multipart/related."""
     if fmt == "text":
         return text_part(text, "plain")
+    html = multipart_bytes("related", [text_part(markup, "html")] + list(related)) if related else \
+        text_part(markup, "html")
     if fmt == "html":
-        return text_part(markup, "html")
-    return multipart_bytes("alternative", [text_part(text, "plain"), text_part(markup, "html")])
+        return html
+    return multipart_bytes("alternative", [text_part(text, "plain"), html])
 
 
 def render_variant(mail, body, rendering, fmt, footer, head=b""):
@@ -1786,7 +1797,8 @@ def render_variant(mail, body, rendering, fmt, footer, head=b""):
         return opaque_with_footer(mail, body_part(foot_text, "<html><body>\n%s</body></html>\n" % foot_html, fmt),
                                   head)
     text = rendering.text.rstrip("\n") + "\n\n" + foot_text if rendering.text.strip() else foot_text
-    part = body_part(text, with_footer_html(rendering.html, foot_html), fmt)
+    related = [[raw[r.start:r.end]] for r in body.related]
+    part = body_part(text, with_footer_html(rendering.html, foot_html), fmt, related)
     if body.attachments:
         return multipart_bytes("mixed", [part] + [[raw[a.start:a.end]] for a in body.attachments], head)
     return head + part
