@@ -1,31 +1,31 @@
 #!/usr/bin/env python3
 """mlmpipe: a mailing-list manager with dynamic sublists (threads).
 
-The mail server runs `mlmpipe.py deliver` once per incoming message.  Every
+The mail server runs `mlmpipe deliver` once per incoming message.  Every
 new thread's first message goes to all members; later messages go only to the
 members who follow the thread.  See README.md and the man page.
 
 Usage:
-  mlmpipe.py deliver [options] [--recipient=ADDR] [--sender=ADDR]
-  mlmpipe.py init [options]
-  mlmpipe.py newlist [options] LIST --owner=ADDR... [--domain=D]
-  mlmpipe.py rmlist [options] LIST
-  mlmpipe.py lists [options] [--json]
-  mlmpipe.py config [options] LIST [KEY [VALUE]]
-  mlmpipe.py add [options] LIST ADDR... [--first] [--format=FMT]
-  mlmpipe.py remove [options] LIST ADDR...
-  mlmpipe.py members [options] LIST [--json]
-  mlmpipe.py threads [options] LIST [--all] [--json]
-  mlmpipe.py thread [options] LIST THREAD (open|close|perpetual)
-  mlmpipe.py held [options] LIST [TOKEN] [--json]
-  mlmpipe.py approve [options] LIST TOKEN
-  mlmpipe.py reject [options] LIST TOKEN [--reason=TEXT]
-  mlmpipe.py cron [options]
-  mlmpipe.py export [options] LIST
-  mlmpipe.py import [options] LIST FILE
-  mlmpipe.py mta-config [options] (postfix|qmail) LIST
-  mlmpipe.py check [options]
-  mlmpipe.py (-h | --help)
+  mlmpipe deliver [options] [--recipient=ADDR] [--sender=ADDR]
+  mlmpipe init [options]
+  mlmpipe newlist [options] LIST --owner=ADDR... [--domain=D]
+  mlmpipe rmlist [options] LIST
+  mlmpipe lists [options] [--json]
+  mlmpipe config [options] LIST [KEY [VALUE]]
+  mlmpipe add [options] LIST ADDR... [--first] [--format=FMT]
+  mlmpipe remove [options] LIST ADDR...
+  mlmpipe members [options] LIST [--json]
+  mlmpipe threads [options] LIST [--all] [--json]
+  mlmpipe thread [options] LIST THREAD (open|close|perpetual)
+  mlmpipe held [options] LIST [TOKEN] [--json]
+  mlmpipe approve [options] LIST TOKEN
+  mlmpipe reject [options] LIST TOKEN [--reason=TEXT]
+  mlmpipe cron [options]
+  mlmpipe export [options] LIST
+  mlmpipe import [options] LIST FILE
+  mlmpipe mta-config [options] (postfix|qmail) LIST
+  mlmpipe check [options]
+  mlmpipe (-h | --help)
 
 Options:
   -c FILE, --config=FILE  configuration file (else $MLMPIPE_CONFIG, else
@@ -788,7 +788,7 @@ def decode_words(value):
 def open_db(cfg, create=False):
     """Connect, migrating to schema.sql's version when the database is older."""
     if not create and not os.path.exists(cfg.database):
-        raise Temporary("4.3.5 mlmpipe: database %s does not exist; run 'mlmpipe.py init'" % cfg.database)
+        raise Temporary("4.3.5 mlmpipe: database %s does not exist; run 'mlmpipe init'" % cfg.database)
     db = sqlite3.connect(cfg.database, timeout=cfg.db_timeout, isolation_level=None)
     db.row_factory = sqlite3.Row
     # FULL: a recorded batch survives a power loss too, so the retry never
@@ -797,7 +797,7 @@ def open_db(cfg, create=False):
     version, schema = db.execute("PRAGMA user_version").fetchone()[0], read_schema()
     if version < schema.version:
         if version == 0 and not create:
-            raise Temporary("4.3.5 mlmpipe: database %s is empty; run 'mlmpipe.py init'" % cfg.database)
+            raise Temporary("4.3.5 mlmpipe: database %s is empty; run 'mlmpipe init'" % cfg.database)
         for number, statements in schema.migrations if version else ():
             with write(db):                      # one process migrates; the others see it done
                 if db.execute("PRAGMA user_version").fetchone()[0] < number:
@@ -2069,7 +2069,7 @@ def deliver(cfg, log, stdin, env, recipient=None, sender=None):
     try:
         os.chdir(cfg.archive)
     except OSError as exc:
-        raise temporary_for(exc, "entering the archive %s (run 'mlmpipe.py init')" % cfg.archive)
+        raise temporary_for(exc, "entering the archive %s (run 'mlmpipe init')" % cfg.archive)
     raw, oversize = read_message(stdin, cfg.max_message_kb)
     if oversize:
         raise Refuse("5.3.4 message too large for mlmpipe (limit %d KB)" % cfg.max_message_kb, EX_NOPERM)
@@ -2286,7 +2286,7 @@ def queue_owner_notices(db, cfg, lst, settings, source, message_row, reason):
     token = new_token(db, cfg, lst, "hold", message=message_row["id"])
     text = ("A message to %s is held: %s.\n\nFrom: %s\nSubject: %s\n\n"
             "To send it to the list, write to mailto:%s\nTo reject it, write to mailto:%s\n"
-            "or run: mlmpipe.py approve %s %s\n" % (
+            "or run: mlmpipe approve %s %s\n" % (
                 message_row["recipient"], reason, message_row["author"] or message_row["sender"] or "(nobody)",
                 message_row["subject"], list_address(lst, "approve-" + token), list_address(lst, "reject-" + token),
                 lst["name"], token))
@@ -3501,7 +3501,7 @@ def forward_to_owners(d):
 
 
 # Digests & cron ############################################################
-# `mlmpipe.py cron`, every few minutes: distributions and notices a dead
+# `mlmpipe cron`, every few minutes: distributions and notices a dead
 # process left behind, expiry, idle threads, and the bounce housekeeping of
 # README's Bounces.  Digests arrive with the digest issue.
 
@@ -3687,7 +3687,7 @@ class AdminError(Exception):
 def need_list(db, name):
     lst = list_by_name(db, (name or "").lower())
     if lst is None:
-        raise AdminError("there is no list called %s (see 'mlmpipe.py lists')" % name)
+        raise AdminError("there is no list called %s (see 'mlmpipe lists')" % name)
     return lst
 
 
@@ -3748,7 +3748,7 @@ def cmd_newlist(cfg, args):
             set_list_setting(db, list_by_name(db, name, domain), "owners", ",".join(owners_))
     except sqlite3.IntegrityError:
         raise AdminError("the list %s@%s exists already" % (name, domain))
-    print("created list %s@%s; route its addresses to mlmpipe (see 'mlmpipe.py mta-config postfix %s')"
+    print("created list %s@%s; route its addresses to mlmpipe (see 'mlmpipe mta-config postfix %s')"
           % (name, domain, name))
     return 0
 
@@ -4047,7 +4047,7 @@ def cmd_check(cfg, args):
     if not os.path.exists(cfg.path):
         problems.append("the configuration file %s does not exist" % cfg.path)
     if not cfg.secret:
-        problems.append("no secret in %s: run 'mlmpipe.py init'" % cfg.path)
+        problems.append("no secret in %s: run 'mlmpipe init'" % cfg.path)
     try:
         db = open_db(cfg)
         db.execute("SELECT count(*) FROM lists").fetchone()
@@ -4056,7 +4056,7 @@ def cmd_check(cfg, args):
     except (Outcome, sqlite3.Error, OSError) as exc:
         problems.append(str(exc).split(" ", 1)[-1].replace("mlmpipe: ", ""))
     if not os.path.isdir(cfg.archive):
-        problems.append("the archive %s does not exist: run 'mlmpipe.py init'" % cfg.archive)
+        problems.append("the archive %s does not exist: run 'mlmpipe init'" % cfg.archive)
     else:
         if not os.access(cfg.archive, os.W_OK):
             problems.append("the archive %s is not writable by this user" % cfg.archive)
@@ -4163,7 +4163,7 @@ def main(argv=None, stdin=None, env=None):
     try:
         args = docopt.docopt(__doc__, argv=argv, default_help=False)
     except docopt.DocoptExit:
-        sys.stderr.write("unknown command or arguments: mlmpipe.py %s\n(see 'mlmpipe.py --help')\n"
+        sys.stderr.write("unknown command or arguments: mlmpipe %s\n(see 'mlmpipe --help')\n"
                          % " ".join(argv))
         return 64
     if args["deliver"]:

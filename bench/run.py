@@ -1,4 +1,4 @@
-"""Benchmark for mlmpipe (SPEC 9): start-up and fan-out cost.
+"""Benchmark for mlmpipe: start-up and fan-out cost.
 
 Every figure is the wall time and peak memory of one `python -m mlmpipe
 deliver` (or `cron`) process, started as the MTA starts it (README, Installation: the
@@ -407,7 +407,7 @@ def member_override(i):
 
 
 def follows_thread(i):
-    """SPEC 4 for a top-level thread: a subscribe override, or "all" with no unsubscribe override."""
+    """Who receives a top-level thread: a subscribe override, or "all" with no unsubscribe override."""
     override = member_override(i)
     return override == 1 or (member_preference(i) == 1 and override != 0)
 
@@ -552,7 +552,7 @@ def build_list(directory, size, standin):
         db.close()
     return {
         "size": size, "schema": schema_hash(), "generation": GENERATION, "thread": thread,
-        # the poster started the thread, so she follows it (SPEC 4)
+        # the poster started the thread, so she follows it
         "new_thread_audience": size,
         "reply_audience": 1 + sum(1 for i in range(1, size) if follows_thread(i)),
         "overrides": overrides,
@@ -2249,7 +2249,7 @@ def watched_line(found, flufl_expected=None):
     `flufl_expected` False (an RFC 3464 report) not flufl.bounce either, with
     True (a text bounce) what importing flufl.bounce cost."""
     if found["watched"]:
-        return "  NOT OK: %s imported %s (SPEC 9: only when a message needs them)" % (
+        return "  NOT OK: %s imported %s (only when a message needs them)" % (
             found["scenario"], ", ".join(found["watched"]))
     if flufl_expected is False and found["flufl_bounce_imported"]:
         return "  NOT OK: %s imported flufl.bounce (%.1f ms); an RFC 3464 report is read without it" % (
@@ -2764,7 +2764,7 @@ class Bench:
 
 
 def slope_lines(posts):
-    """Cost per recipient between the two largest sizes of each post kind (SPEC 9: linear, small constant)."""
+    """Cost per recipient between the two largest sizes of each post kind."""
     lines = []
     for kind in ("post new", "post reply"):
         rows = sorted((s for s in posts if s.kind == kind), key=lambda s: s.size)
@@ -2801,7 +2801,7 @@ def short_path(path):
 # main() ######################################################################
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description="mlmpipe benchmark (SPEC 9); see the top of bench/run.py")
+    parser = argparse.ArgumentParser(description="mlmpipe benchmark; see the top of bench/run.py")
     parser.add_argument("--quick", action="store_true", help="fewer runs, lists up to 10,000 members")
     parser.add_argument("--only", action="append", metavar="PREFIX",
                         help="only scenarios whose name starts with PREFIX (repeatable)")

@@ -103,7 +103,7 @@ def send(msg, local_part):
     msg.replace_header("To", recipient)
     sender = email.utils.parseaddr(msg["From"])[1]
     print("  %s -> %s" % (sender, recipient))
-    print("  $ mlmpipe.py deliver --recipient=%s --sender=%s  < message"
+    print("  $ mlmpipe deliver --recipient=%s --sender=%s  < message"
           % (recipient, sender))
     done = mlmpipe("deliver", "--recipient=" + recipient, "--sender=" + sender,
                    stdin=msg.as_bytes(), show=False)

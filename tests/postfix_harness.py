@@ -11,7 +11,7 @@ refuses a non-default MAIL_CONFIG unless the default main.cf lists it in
 there for the session and /etc/postfix/main.cf is restored byte for byte
 afterwards.  Without it mlmpipe's sendmail could not submit into the instance.
 
-Two ways into mlmpipe, as SPEC §3 describes them:
+Two ways into mlmpipe, as README: Installation describes them:
   * the list domain sent whole to a pipe(8) transport `mlmpipe`, run as an
     unprivileged user; the service line is the one in
     examples/postfix/master.cf.pipe-transport (flags=hX null_sender=,

@@ -1,4 +1,4 @@
-"""SPEC 5.6 against a corpus of bounces as real MTAs write them
+"""Bounce reading against a corpus of bounces as real MTAs write them
 (tests/data/bounces, described by its MANIFEST.json): each message's
 classification, and what delivering it to L-bounces[-USER=HOST] does to the
 members' scores (subprocess)."""
@@ -180,7 +180,7 @@ def test_once_a_day_and_a_stale_score_starts_again(corpus_list):
     in between that neither count nor keep the score fresh."""
     ml = corpus_list
     stale = int(ml.cli("config", ml.name, "bounce_stale_days").stdout)
-    assert stale == 7                                    # SPEC 2's default
+    assert stale == 7                                    # the default
     erin = "erin@example.com"
 
     def bounce(name, day, verp_for=None):

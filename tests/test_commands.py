@@ -1,4 +1,4 @@
-"""Command addresses (SPEC §3, §5.2, §5.7) and the admin JSON output (§6),
+"""Command addresses and the admin JSON output (§6),
 through `deliver` and the command line run as subprocesses."""
 import re
 

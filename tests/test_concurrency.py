@@ -1,5 +1,5 @@
 """Many `deliver` processes at once against one database, as an MTA runs
-them (SPEC §7, §9): posts starting new threads, replies to existing threads,
+them: posts starting new threads, replies to existing threads,
 per-thread subscribe/unsubscribe commands, VERP bounces and duplicate copies
 of the same message.  Every message reaches exactly its recipients once,
 thread numbers stay unique and contiguous, bounces are scored."""

@@ -1,5 +1,5 @@
 """Fan-out through `deliver` run as a subprocess with a recording sendmail:
-who receives what (SPEC §4), variants and footers, envelopes and batches
+who receives what, variants and footers, envelopes and batches
 (§8), outgoing headers (§5.1), duplicates and refusals (§7)."""
 import math
 import re

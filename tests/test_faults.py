@@ -1,4 +1,4 @@
-"""Fault injection (SPEC §7): every fault a delivery can meet -- sendmail
+"""Fault injection: every fault a delivery can meet -- sendmail
 missing, failing, hanging or killed, mlmpipe killed between batches or at
 any point, the database locked past db_timeout, the archive read-only or
 its disk full -- makes `deliver` exit temporary (75, 111 under qmail) with
@@ -368,7 +368,7 @@ def slow_sendmail(tmp_path, seconds):
 @pytest.mark.parametrize("delay", [0.15, 0.5, 0.95, 1.6])
 def test_killed_at_any_point(flist, spawn, tmp_path, delay):
     """SIGKILL from outside at an arbitrary moment.  The one duplicate window
-    (SPEC §7): a batch sendmail accepted just before the kill but not yet
+   : a batch sendmail accepted just before the kill but not yet
     recorded goes out again, so at most ONE batch is duplicated; nothing is
     ever lost.  (sendmail dies with mlmpipe, so the window is the moment
     between sendmail's exit and the record: in practice none.)"""

@@ -1,4 +1,4 @@
-"""Hostile and broken messages never make the MTA retry (SPEC §5.0, §7, §8).
+"""Hostile and broken messages never make the MTA retry.
 
 Every file of tests/data/hostile/ (see its MANIFEST.json and README) is posted
 to systers-new@ on a public list, then piped to the help, owner, bounces and
@@ -27,11 +27,11 @@ CASES = {entry["file"]: entry for entry in MANIFEST}
 EXPECTS = ("delivered", "quarantined", "discarded", "delivered|quarantined")
 
 SENDER = "author@example.com"
-PERMITTED = (0, 65, 67, 77)       # SPEC §7: never 75 (temporary) nor 111 (qmail's)
+PERMITTED = (0, 65, 67, 77)       # never 75 (temporary) nor 111 (qmail's)
 # Addresses each message is also piped to, after the post.
 OTHER_ADDRESSES = ("help", "owner", "bounces", "bounces-all-text=example.com")
 
-# SPEC §8: an RFC 5321 mailbox with a dot-atom local part and a host name.
+# An RFC 5321 mailbox with a dot-atom local part and a host name.
 MAILBOX = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
                      r"@[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 FIELD = re.compile(rb"^[!-9;-~]+:")           # a printable-ASCII name, then ':'
@@ -93,7 +93,7 @@ def check_header_block(call):
 
 
 def check_argv(call):
-    """SPEC §8: sendmail -i ... -f ENVELOPE -- RECIPIENT..., every address a plain mailbox."""
+    """sendmail -i ... -f ENVELOPE -- RECIPIENT..., every address a plain mailbox."""
     argv = call.argv
     assert "-i" in argv and "--" in argv and "-t" not in argv, argv
     assert call.sender is not None and MAILBOX.match(call.sender), argv
@@ -103,7 +103,7 @@ def check_argv(call):
 
 
 def check_copy(call, source):
-    """A list copy: header rules of SPEC §5.0/§5.1, bounded growth."""
+    """A list copy: the header rules, bounded growth."""
     lines = check_header_block(call)
     fields = [line.split(b":", 1)[0].strip().lower() for line in lines if line[:1] not in (b" ", b"\t")]
     list_ids = [line for line in lines if line.lower().startswith(b"list-id:")]

@@ -1,4 +1,4 @@
-"""Joining and leaving by mail (SPEC 5.2), through `deliver` as a subprocess."""
+"""Joining and leaving by mail, through `deliver` as a subprocess."""
 import re
 
 from conftest import ALL_TEXT, OWNER, deliveries, make_msg, once_each, replies, set_headers

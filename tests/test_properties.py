@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis) for SPEC §5.0, §5.1 and §7: whatever a
+"""Property-based tests (hypothesis) for reading, rules and exit codes: whatever a
 post contains -- broken MIME, lying transfer encodings, odd charsets, 8-bit
 and control bytes in headers, hostile HTML -- `deliver`
 
@@ -35,7 +35,7 @@ AUTHOR = "author@example.com"
 MEMBERS = {ALL_TEXT: ("all", "text"), ALL_HTML: ("all", "html"), ALL_BOTH: ("all", "both")}
 UNIQ = b"UNIQ"              # replaced by a fresh token for every run of an example
 SEQ = itertools.count(1)
-MAX_POST_KB = 40            # the list default (SPEC §2); larger posts are held by policy
+MAX_POST_KB = 40            # the list default; larger posts are held by policy
 
 SETTINGS = dict(deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -221,7 +221,7 @@ def mime_message_body(draw, depth=0, max_depth=6):
 
 @st.composite
 def deep_chain(draw):
-    """Absurd nesting (SPEC §5.0): a chain of single-child multiparts."""
+    """Absurd nesting: a chain of single-child multiparts."""
     depth = draw(st.integers(7, 40))
     headers, body = draw(mime_leaf(0, 0))
     entity = render(headers, body)

@@ -1,7 +1,7 @@
 """`deliver` run as qmail-local runs it from a virtual domain's
 .qmail-default: no options, the address in $RECIPIENT (with the virtual
 domain's user prefix, removed by qmail_prefix), $SENDER, $RPLINE/$DTLINE,
-and exit codes 0 / 100 / 111 (SPEC §3, §7)."""
+and exit codes 0 / 100 / 111."""
 import re
 
 import pytest

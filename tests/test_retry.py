@@ -1,6 +1,6 @@
 """sendmail failing or killed in the middle of a fan-out: `deliver` exits
 temporary, and the MTA's retry of the same bytes sends the remaining
-batches exactly once (SPEC §7)."""
+batches exactly once."""
 import pytest
 from conftest import deliveries, make_msg, msgid_of, once_each
 

@@ -1,4 +1,4 @@
-"""SPEC 5.1's checks on posts, and holding, approving and rejecting (subprocess)."""
+"""the checks on posts, and holding, approving and rejecting (subprocess)."""
 import json
 
 import pytest

@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS lists (
     UNIQUE (name, domain)
 );
 
--- Per-list settings (SPEC 2); a missing key takes the default in mlmpipe.py.
+-- Per-list settings; a missing key takes the default in mlmpipe.py.
 CREATE TABLE IF NOT EXISTS list_settings (
     list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
     key     TEXT NOT NULL,
