@@ -22,8 +22,9 @@ Usage:
   mlmpipe reject [options] LIST TOKEN [--reason=TEXT]
   mlmpipe cron [options]
   mlmpipe export [options] LIST
-  mlmpipe import [options] LIST FILE
-  mlmpipe mta-config [options] (postfix|qmail) LIST
+  mlmpipe import [options] LIST FILE [--from=FORMAT] [--first] [--format=FMT]
+  mlmpipe mta-config [options] (postfix|qmail) LIST [--alias] [--apply | --remove] [--dir=DIR]
+  mlmpipe log [options] [MESSAGE_ID]
   mlmpipe check [options]
   mlmpipe (-h | --help)
 
@@ -40,6 +41,15 @@ Options:
   --all                   include closed threads
   --json                  print JSON
   --reason=TEXT           why the message is rejected
+  --from=FORMAT           what FILE is: json, addresses, mailman2, mailman3,
+                          mlmmj or ezmlm (else recognised from its content)
+  --alias                 the one-alias-per-list way (Postfix) or the user
+                          alias's .qmail files (qmail)
+  --apply                 write the MTA configuration instead of printing it
+  --remove                undo what --apply wrote
+  --dir=DIR               Postfix's configuration directory (else postconf's
+                          config_directory); qmail: the home directory that
+                          holds the .qmail files
 """
 
 # Imports ####################################################################
@@ -4077,7 +4087,7 @@ SUBCOMMANDS = {
     "config": cmd_config, "add": cmd_add, "remove": cmd_remove, "members": cmd_members,
     "threads": cmd_threads, "thread": cmd_thread, "held": cmd_held, "approve": cmd_approve,
     "reject": cmd_reject, "cron": cmd_cron, "export": cmd_not_yet, "import": cmd_not_yet,
-    "mta-config": cmd_mta_config, "check": cmd_check,
+    "mta-config": cmd_mta_config, "log": cmd_not_yet, "check": cmd_check,
 }
 
 
