@@ -8,7 +8,7 @@ members who follow the thread.  See README.md and the man page.
 Usage:
   mlmpipe deliver [options] [--recipient=ADDR] [--sender=ADDR]
   mlmpipe init [options]
-  mlmpipe newlist [options] LIST --owner=ADDR... [--domain=D]
+  mlmpipe newlist [options] LIST --owner=ADDR... [--domain=D] [--apply]
   mlmpipe rmlist [options] LIST
   mlmpipe lists [options] [--json]
   mlmpipe config [options] LIST [KEY [VALUE]]
@@ -25,7 +25,7 @@ Usage:
   mlmpipe import [options] LIST FILE [--from=FORMAT] [--first] [--format=FMT]
   mlmpipe mta-config [options] (postfix|qmail) LIST [--alias] [--apply | --remove] [--dir=DIR]
   mlmpipe log [options] [MESSAGE_ID]
-  mlmpipe check [options]
+  mlmpipe check [options] [--dir=DIR]
   mlmpipe (-h | --help)
 
 Options:
@@ -46,6 +46,8 @@ Options:
   --alias                 the one-alias-per-list way (Postfix) or the user
                           alias's .qmail files (qmail)
   --apply                 write the MTA configuration instead of printing it
+                          (newlist: route the new list's addresses, as
+                          mta-config --apply does)
   --remove                undo what --apply wrote
   --dir=DIR               Postfix's configuration directory (else postconf's
                           config_directory); qmail: the home directory that
