@@ -178,6 +178,29 @@ def test_every_list_setting_is_described_with_its_choices_and_default(rendered):
     assert "[LIST] " in settings["subject_prefix"]
 
 
+def test_every_command_address_is_described(rendered):
+    """Each word of mlmpipe's command vocabulary has its address, each
+    L-set- word and digest mode its place, each L-request word its mention."""
+    body = section(rendered, "ADDRESSES")
+    addresses = tagged(body)
+    for word in mlmpipe.COMMANDS:
+        if word.startswith("thread-"):
+            address = "L-THREAD" + ("" if word == "thread-reply" else word[len("thread"):])
+        else:
+            address = "L" + ("" if word == "post" else "-" + word)
+        assert re.search(r"(?<![\w-])%s[@\[-]" % re.escape(address), body), address
+    for word in mlmpipe.SETTINGS:
+        first, _, mode = word.partition("-")
+        if first == "digest":
+            assert "-" + mode in addresses["L-set-digest-daily@D"] or mode == "daily", word
+        else:
+            assert "L-set-%s@D" % word in body, word
+    for mode in mlmpipe.DIGEST_MODES:
+        assert "-" + mode in addresses["L-THREAD-digest-daily@D"] or mode == "daily", mode
+    for word in mlmpipe.REQUEST_WORDS:
+        assert re.search(r"\b%s\b" % word, addresses["L-request@D"]), word
+
+
 def test_every_exit_code_is_described(rendered):
     body = section(rendered, "EXIT STATUS")
     sysexits = (mlmpipe.EX_OK, mlmpipe.EX_DATAERR, mlmpipe.EX_NOUSER, mlmpipe.EX_TEMPFAIL, mlmpipe.EX_NOPERM)
