@@ -4025,7 +4025,7 @@ def decoded_lines(data):
 
 def csv_columns(line):
     """A CSV header's columns ({"address": i, ...}), or None when `line` is not one."""
-    if "@" in line or "," not in line:
+    if "@" in line or ("," not in line and line.strip('"').lower() not in ("email", "e-mail", "address")):
         return None
     import csv
     try:
@@ -4058,6 +4058,8 @@ def read_lines(found, data, where, fields=None):
         if " has no members" in line and NO_MEMBERS_RE.match(line):
             found.kind = "mailman3" if found.kind == "addresses" else found.kind
             continue
+        if line.startswith("=?") and found.kind == "addresses":
+            found.kind = "mailman3"               # its names are RFC 2047-encoded (Python's formataddr)
         try:
             address, given = address_of_line(line, columns)
         except ValueError as exc:
@@ -4176,15 +4178,12 @@ def read_import(path, forced=None, digest_mode=None, stdin=None):
     name = "stdin" if path == "-" else os.path.basename(os.path.normpath(path)) or path
     if path != "-" and os.path.isdir(path):
         kind = forced or directory_kind(path)
-        found = Found(name, kind)
-        if kind == "mlmmj":
-            read_mlmmj(found, path, digest_mode)
-        elif kind == "ezmlm":
-            if directory_kind(path) != "ezmlm":
-                raise AdminError("%s is not an ezmlm list directory (it has no subscribers/)" % path)
-            read_ezmlm(found, path, digest_mode)
-        else:
+        if kind not in ("mlmmj", "ezmlm"):
             raise AdminError("%s is a directory; --from=%s reads a file" % (path, kind))
+        if directory_kind(path) != kind:
+            raise AdminError("%s is not an %s list directory" % (path, kind))
+        found = Found(name, kind)
+        (read_mlmmj if kind == "mlmmj" else read_ezmlm)(found, path, digest_mode)
         return found
     budget = Budget()
     data = budget.read(stdin or sys.stdin.buffer, name) if path == "-" else budget.read_file(path, name)
@@ -4264,7 +4263,9 @@ def read_export(found, data):
         raise AdminError("the export's list.settings must be an object")
     for key, value in settings.items():
         try:
-            checked_setting(key, value if isinstance(value, str) else "")
+            if not isinstance(value, str):
+                raise ValueError("%s must be text" % shown(key))
+            checked_setting(key, value)
         except ValueError as exc:
             raise AdminError("the export's list.settings: %s" % exc)
     export = {"settings": settings, "members": [], "threads": [], "overrides": [], "watches": [], "digests": [],
@@ -4304,7 +4305,8 @@ def read_export(found, data):
         if name in threads or number in (x["number"] for x in threads.values()):
             raise AdminError("%s: thread %s or number %d is there twice" % (where, name, number))
         parent = t.get("parent")
-        if parent is not None and (parent not in threads or threads[parent]["number"] >= number):
+        if parent is not None and (not isinstance(parent, str) or parent not in threads
+                                   or threads[parent]["number"] >= number):
             raise AdminError("%s: its parent %s is not an earlier thread of the export" % (where, shown(str(parent))))
         threads[name] = {"name": name, "number": number, "parent": parent,
                          "subject": checked(t, "subject", where, "text", "") or "",
@@ -4328,7 +4330,7 @@ def read_export(found, data):
     for i, o in enumerate(entries(top, "overrides")):
         where = "overrides[%d]" % i
         address = member_of(o, where)
-        if o.get("thread") not in threads:
+        if not isinstance(o.get("thread"), str) or o["thread"] not in threads:
             raise AdminError("%s: %s is not a thread of the export" % (where, shown(str(o.get("thread")))))
         if address is not None:
             export["overrides"].append({"thread": o["thread"], "address": address,
