@@ -3893,12 +3893,14 @@ def cmd_export(cfg, args):
     """The list as JSON on stdout: what `import` reads back."""
     db = open_db(cfg)
     lst = need_list(db, args["LIST"])
+    import json
     db.execute("BEGIN")                   # one snapshot
     try:
         data = export_list(db, list_by_id(db, lst["id"]))
     finally:
         db.execute("COMMIT")
-    print_json(data)
+    sys.stdout.flush()                    # JSON is UTF-8, whatever the locale says
+    sys.stdout.buffer.write(json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8", "replace") + b"\n")
     return 0
 
 

@@ -422,3 +422,11 @@ def test_import_never_raises_and_never_imports_an_invalid_address(empty, tmp_pat
         addresses = [a for (a,) in db.execute("SELECT address FROM subscribers")]
     assert all(mlmpipe.valid_address(a) for a in addresses)
 
+
+
+def test_the_export_is_utf8_whatever_the_locale(mixed):
+    raw = make_msg(ALL_TEXT, mixed.addr("new"), "Café ☕ et thé")
+    mixed.post(raw, to=mixed.addr("new"))
+    code, out, err = run(mixed, "export", LIST, env={"PYTHONIOENCODING": "ascii", "LC_ALL": "C"})
+    assert code == 0, err
+    assert [t["subject"] for t in json.loads(out)["threads"]] == ["Café ☕ et thé"]
