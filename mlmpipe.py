@@ -23,6 +23,7 @@ Usage:
   mlmpipe cron [options]
   mlmpipe export [options] LIST
   mlmpipe import [options] LIST FILE [--from=FORMAT] [--first] [--format=FMT]
+                 [--digest=MODE] [--nomail]
   mlmpipe mta-config [options] (postfix|qmail) LIST [--alias] [--apply | --remove] [--dir=DIR]
   mlmpipe log [options] [MESSAGE_ID]
   mlmpipe check [options] [--dir=DIR]
@@ -43,6 +44,10 @@ Options:
   --reason=TEXT           why the message is rejected
   --from=FORMAT           what FILE is: json, addresses, mailman2, mailman3,
                           mlmmj or ezmlm (else recognised from its content)
+  --digest=MODE           import: daily, weekly or monthly digests for the
+                          file's digest members (all its addresses when the
+                          format cannot tell)
+  --nomail                import: the file's addresses get no mail
   --alias                 the one-alias-per-list way (Postfix) or the user
                           alias's .qmail files (qmail)
   --apply                 write the MTA configuration instead of printing it
@@ -3863,6 +3868,657 @@ def cmd_members(cfg, args):
     return 0
 
 
+# Export and import (README: Moving a list from Mailman, mlmmj or ezmlm).
+# `export` writes the list's state as JSON; `import` reads that back, or the
+# members of another list manager's list.  Reading FILE is pure (read_import:
+# members, or the export, and the problems of its lines); the writing is one
+# transaction, so an error leaves the list as it was.
+
+EXPORT_VERSION = 1
+IMPORT_FORMATS = ("json", "addresses", "mailman2", "mailman3", "mlmmj", "ezmlm")
+IMPORT_MAX_BYTES = 512 * 1024 * 1024
+PROBLEMS_SHOWN = 20               # invalid lines reported one by one; then a count
+MEMBER_STATUSES = ("active", "nomail", "disabled", "deleted")
+THREAD_STATUSES = ("new", "active", "closed", "perpetual")
+MEMBER_FIELDS = ("status", "digest", "bounce_score", "bounce_first", "bounce_last", "bounce_evidence",
+                 "probe_sent", "disabled_at", "warnings", "last_warning", "joined")
+DATE_RE = Pattern(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?: (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])?")
+ANGLE_RE = Pattern(r"^(.*)<([^<>]*)>$")
+PAREN_RE = Pattern(r"^([^\s()]+)\s*\((.*)\)$")
+NO_MEMBERS_RE = Pattern(r"^\S+ has no members$")        # Mailman 3's `mailman members` of an empty list
+MLMMJ_DIRS = (("subscribers.d", None), ("digesters.d", "digest"), ("nomailsubs.d", "nomail"))
+
+
+def cmd_export(cfg, args):
+    """The list as JSON on stdout: what `import` reads back."""
+    db = open_db(cfg)
+    lst = need_list(db, args["LIST"])
+    import json
+    db.execute("BEGIN")                   # one snapshot
+    try:
+        data = export_list(db, list_by_id(db, lst["id"]))
+    finally:
+        db.execute("COMMIT")
+    sys.stdout.flush()                    # JSON is UTF-8, whatever the locale says
+    sys.stdout.buffer.write(json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8", "replace") + b"\n")
+    return 0
+
+
+def export_list(db, lst):
+    """{"mlmpipe_export": 1, "list", "members", "threads", "overrides", "watches", "digests"}.
+    Positions in the message history (where a digest or a follower stopped)
+    are not exported: the messages stay in this database's archive."""
+    of_list = ("JOIN members m ON m.id = x.member_id JOIN subscribers s ON s.id = m.subscriber_id "
+               "WHERE m.list_id = ?")
+    members = db.execute("SELECT m.*, s.address FROM members m JOIN subscribers s ON s.id = m.subscriber_id "
+                         "WHERE m.list_id = ? ORDER BY s.address", (lst["id"],))
+    threads = db.execute("SELECT t.*, p.name AS parent_name FROM threads t LEFT JOIN threads p ON p.id = t.parent_id "
+                         "WHERE t.list_id = ? ORDER BY t.number", (lst["id"],))
+    overrides = db.execute("SELECT x.*, s.address, t.name FROM overrides x JOIN threads t ON t.id = x.thread_id "
+                           + of_list + " ORDER BY t.number, s.address", (lst["id"],))
+    watches = db.execute("SELECT x.words, s.address FROM watches x " + of_list + " ORDER BY s.address, x.words",
+                         (lst["id"],))
+    digests = db.execute("SELECT x.mode, x.sent, s.address FROM digests x " + of_list + " ORDER BY s.address, x.mode",
+                         (lst["id"],))
+    settings = db.execute("SELECT key, value FROM list_settings WHERE list_id = ? ORDER BY key", (lst["id"],))
+    return {
+        "mlmpipe_export": EXPORT_VERSION, "schema": read_schema().version, "exported": utc(now()),
+        "list": {"name": lst["name"], "domain": lst["domain"], "next_thread": lst["next_thread"],
+                 "settings": {k: v for k, v in settings}},
+        "members": [dict({"address": m["address"], "preference": "all" if m["preference"] else "first",
+                          "format": m["format"]}, **{key: m[key] for key in MEMBER_FIELDS}) for m in members],
+        "threads": [{"name": t["name"], "number": t["number"], "subject": t["subject"], "status": t["status"],
+                     "parent": t["parent_name"], "originator": t["originator"], "messages": t["messages"],
+                     "created": t["created"], "last_post": t["last_post"]} for t in threads],
+        "overrides": [{"thread": o["name"], "address": o["address"], "subscribed": bool(o["subscribed"]),
+                       "digest": o["digest"], "left": o["left_after"] is not None} for o in overrides],
+        "watches": [{"address": w["address"], "words": w["words"]} for w in watches],
+        "digests": [{"address": d["address"], "mode": d["mode"], "sent": d["sent"]} for d in digests],
+    }
+
+
+class Found:
+    """What an import FILE holds: `members` {address: {"digest": mode, "status": "nomail"}} in file order, or
+    the validated `export`; `problems` [(where, reason)]; `kind`, what it was read as; `says_digest`: the
+    format tells digest members apart (so --digest applies to those only)."""
+
+    def __init__(self, name, kind):
+        self.name, self.kind = name, kind
+        self.members, self.export, self.problems, self.says_digest = {}, None, [], False
+
+    def add(self, address, fields):
+        self.members.setdefault(address, fields)
+
+    def problem(self, where, reason):
+        self.problems.append((where, reason))
+
+
+def shown(text, width=60):
+    """`text` safe to print in one line of an error: no controls, bounded."""
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= width else text[:width] + "..."
+
+
+def address_of_line(line, columns=None):
+    """The member address on one line of a member list (lower case), and the
+    fields the line gives ({"digest": "daily"}, {"status": "nomail"}), or
+    ValueError saying why there is none.  `columns`: a CSV header's
+    {"address": index, "mode": index, "status": index}.
+
+    >>> address_of_line("Ann Example <Ann@Example.org>"), address_of_line("bob@example.org (Bob)")
+    (('ann@example.org', {}), ('bob@example.org', {}))
+    >>> address_of_line('"Doe, Jo" <jo@example.org>')[0], address_of_line("x@example.org,Xavier")[0]
+    ('jo@example.org', 'x@example.org')
+    >>> address_of_line("jo@example.org (Doe, Jo)")[0]
+    'jo@example.org'
+    """
+    if columns is None and valid_address(line):
+        return line.lower(), {}
+    fields = {}
+    if len(line) > 1000:
+        raise ValueError("line longer than 1000 characters")
+    paren = PAREN_RE.match(line) if columns is None and "(" in line and "<" not in line else None
+    if columns is not None or ("," in line and "<" not in line and not paren):
+        import csv
+        try:
+            cells = next(csv.reader([line]), [])
+        except csv.Error as exc:
+            raise ValueError("not a CSV line (%s)" % exc)
+        if columns is not None:
+            cell = {key: cells[i].strip() for key, i in columns.items() if i < len(cells)}
+            candidate = cell.get("address", "")
+            if "digest" in cell.get("mode", "").lower():
+                fields["digest"] = "daily"
+            if cell.get("status", "").lower() not in ("", "enabled"):
+                fields["status"] = "nomail"
+        else:
+            with_at = [c.strip() for c in cells if "@" in c]
+            if len(with_at) > 1:
+                raise ValueError("more than one address on the line")
+            candidate = with_at[0] if with_at else line
+    elif "<" in line or ">" in line:
+        found = ANGLE_RE.match(line)
+        if not found:
+            raise ValueError("no address in <...>: %s" % shown(line))
+        candidate = found.group(2)
+    elif paren:
+        candidate = paren.group(1)
+    else:
+        candidate = line
+    candidate = candidate.strip()
+    if not valid_address(candidate):
+        raise ValueError("not a valid mail address: %s" % shown(candidate or line))
+    return candidate.lower(), fields
+
+
+def decoded_lines(data):
+    """The lines of `data` as text: UTF-8, else Latin-1 (Mailman 2 writes names in the list's charset)."""
+    try:
+        return data.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        out = []
+        for raw in data.split(b"\n"):
+            try:
+                out.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append(raw.decode("latin-1"))
+        return out
+
+
+def csv_columns(line):
+    """A CSV header's columns ({"address": i, ...}), or None when `line` is not one."""
+    if "@" in line or ("," not in line and line.strip('"').lower() not in ("email", "e-mail", "address")):
+        return None
+    import csv
+    try:
+        cells = [c.strip().lower() for c in next(csv.reader([line]), [])]
+    except csv.Error:
+        return None
+    columns = {}
+    for i, cell in enumerate(cells):
+        key = ("address" if "mail" in cell or "address" in cell else "mode" if "mode" in cell
+               else "status" if "status" in cell else None)
+        if key is not None:
+            columns.setdefault(key, i)
+    return columns if "address" in columns else None
+
+
+def read_lines(found, data, where, fields=None):
+    """One address per line (every text format): `Name <addr>`, `addr (Name)`,
+    `addr`, CSV with or without a header; blank lines and # comments skipped."""
+    columns, first = None, True
+    for number, line in enumerate(decoded_lines(data), 1):
+        line = line.strip().lstrip("\ufeff")
+        if not line or line.startswith("#"):
+            continue
+        if first:
+            first, columns = False, csv_columns(line)
+            if columns is not None:
+                found.says_digest = "mode" in columns
+                found.kind = "mailman3" if found.kind == "addresses" else found.kind
+                continue
+        if " has no members" in line and NO_MEMBERS_RE.match(line):
+            found.kind = "mailman3" if found.kind == "addresses" else found.kind
+            continue
+        if line.startswith("=?") and found.kind == "addresses":
+            found.kind = "mailman3"               # its names are RFC 2047-encoded (Python's formataddr)
+        try:
+            address, given = address_of_line(line, columns)
+        except ValueError as exc:
+            found.problem("%s:%d" % (where, number), str(exc))
+            continue
+        found.add(address, {**fields, **given} if fields else given)
+
+
+def read_ezmlm_entries(found, data, where, fields=None):
+    """An ezmlm subscribers file: `T` + address + NUL per subscriber."""
+    for number, chunk in enumerate(data.split(b"\0"), 1):
+        if not chunk.strip():
+            continue
+        text = chunk.decode("utf-8", "replace")
+        if not text.startswith("T") or not valid_address(text[1:]):
+            found.problem("%s: entry %d" % (where, number), "not an ezmlm subscriber entry (T and an address): %s"
+                          % shown(text))
+            continue
+        found.add(text[1:].lower(), dict(fields or {}))
+
+
+def digest_mode_for(seconds):
+    """The digest mode nearest to another manager's digest interval (on a log scale)."""
+    days = seconds / 86400
+    return "daily" if days < 2.65 else "weekly" if days < 14.5 else "monthly"
+
+
+def number_in(path, default):
+    """The number in a one-line configuration file (mlmmj control/, ezmlm), or `default`."""
+    try:
+        with open(path, "rb") as f:
+            return int(f.read(100).split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+class Budget:
+    """Reads files up to IMPORT_MAX_BYTES in all."""
+
+    def __init__(self):
+        self.left = IMPORT_MAX_BYTES
+
+    def read(self, f, name):
+        data = f.read(self.left + 1)
+        if len(data) > self.left:
+            raise AdminError("%s is larger than %d MB in all; split it" % (name, IMPORT_MAX_BYTES >> 20))
+        self.left -= len(data)
+        return data
+
+    def read_file(self, path, name):
+        try:
+            with open(path, "rb") as f:
+                return self.read(f, name)
+        except OSError as exc:
+            raise AdminError("cannot read %s (%s); as root, pipe it in: mlmpipe import LIST - < FILE"
+                             % (name, exc.strerror or exc))
+
+
+def files_in(directory):
+    return sorted(n for n in os.listdir(directory)
+                  if not n.startswith(".") and os.path.isfile(os.path.join(directory, n)))
+
+
+def read_mlmmj(found, path, digest_mode):
+    """An mlmmj list directory (or one of its subscribers.d, digesters.d, nomailsubs.d):
+    files of one address per line; a subscriber of both kinds stays a regular one."""
+    base = os.path.basename(os.path.normpath(path))
+    listdir = os.path.dirname(os.path.normpath(path)) if base in dict(MLMMJ_DIRS) else path
+    mode = digest_mode or digest_mode_for(number_in(os.path.join(listdir, "control", "digestinterval"), 604800))
+    budget = Budget()
+    found.says_digest = True
+    for sub, kind in MLMMJ_DIRS:
+        directory = os.path.join(listdir, sub)
+        if (base in dict(MLMMJ_DIRS) and sub != base) or not os.path.isdir(directory):
+            continue
+        fields = {"digest": mode} if kind == "digest" else {"status": "nomail"} if kind == "nomail" else {}
+        for name in files_in(directory):
+            where = "%s/%s" % (sub, name)
+            read_lines(found, budget.read_file(os.path.join(directory, name), where), where, fields)
+
+
+def read_ezmlm(found, path, digest_mode):
+    """An ezmlm list directory: subscribers/ and, for digest members, digest/subscribers/
+    (or FILE is one of those subscribers/ directories)."""
+    normal = os.path.normpath(path)
+    if os.path.isdir(os.path.join(normal, "subscribers")):
+        listdir, parts = normal, [("subscribers", None), (os.path.join("digest", "subscribers"), "digest")]
+    else:
+        in_digest = os.path.basename(os.path.dirname(normal)) == "digest"
+        listdir = os.path.dirname(os.path.dirname(normal)) if in_digest else os.path.dirname(normal)
+        parts = [(os.path.relpath(normal, listdir), "digest" if in_digest else None)]
+    mode = digest_mode or digest_mode_for(number_in(os.path.join(listdir, "digtime"), 48) * 3600)
+    budget = Budget()
+    found.says_digest = True
+    for sub, kind in parts:
+        directory = os.path.join(listdir, sub)
+        for name in files_in(directory) if os.path.isdir(directory) else ():
+            where = "%s/%s" % (sub, name)
+            read_ezmlm_entries(found, budget.read_file(os.path.join(directory, name), where), where,
+                               {"digest": mode} if kind else None)
+
+
+def directory_kind(path):
+    """mlmmj or ezmlm, from what the directory holds; AdminError if neither."""
+    base = os.path.basename(os.path.normpath(path))
+    if base in dict(MLMMJ_DIRS) or any(os.path.isdir(os.path.join(path, d)) for d, _ in MLMMJ_DIRS):
+        return "mlmmj"
+    if base == "subscribers" or os.path.isdir(os.path.join(path, "subscribers")):
+        return "ezmlm"
+    raise AdminError("%s is a directory but neither an mlmmj list (subscribers.d/, digesters.d/, nomailsubs.d/) "
+                     "nor an ezmlm list (subscribers/)" % path)
+
+
+def read_import(path, forced=None, digest_mode=None, stdin=None):
+    """Read FILE (a path, a directory, or "-" for `stdin`): a Found."""
+    name = "stdin" if path == "-" else os.path.basename(os.path.normpath(path)) or path
+    if path != "-" and os.path.isdir(path):
+        kind = forced or directory_kind(path)
+        if kind not in ("mlmmj", "ezmlm"):
+            raise AdminError("%s is a directory; --from=%s reads a file" % (path, kind))
+        if directory_kind(path) != kind:
+            raise AdminError("%s is not an %s list directory" % (path, kind))
+        found = Found(name, kind)
+        (read_mlmmj if kind == "mlmmj" else read_ezmlm)(found, path, digest_mode)
+        return found
+    budget = Budget()
+    data = budget.read(stdin or sys.stdin.buffer, name) if path == "-" else budget.read_file(path, name)
+    start = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    kind = forced or ("json" if start in (b"{", b"[") else
+                      "ezmlm" if data[:1] == b"T" and b"\0" in data[:1100] else "addresses")
+    found = Found(name, kind)
+    if kind == "json":
+        found.export = read_export(found, data)
+    elif kind == "ezmlm" and b"\0" in data:
+        found.says_digest = False
+        read_ezmlm_entries(found, data, name)
+    else:
+        read_lines(found, data, name)
+    return found
+
+
+def checked(entry, key, where, kind, default=None):
+    """entry[key] (or `default`) when it is of `kind` -- a tuple of choices,
+    "count", "date", "date!" (required), "text", "bool" -- else AdminError."""
+    value = entry.get(key, default)
+    if isinstance(kind, tuple):
+        ok = value in kind
+    elif kind == "count":
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10 ** 9
+    elif kind in ("date", "date!"):
+        ok = (value is None and kind == "date") or (isinstance(value, str) and real_date(value))
+    elif kind == "text":
+        ok = value is None or (isinstance(value, str) and len(value) <= 1000)
+        value = clean_header(value) if ok and value is not None else value
+    else:
+        ok = value in (True, False)
+        value = bool(value) if ok else value
+    if not ok:
+        wanted = ("one of %s" % ", ".join(str(k) for k in kind) if isinstance(kind, tuple) else
+                  {"count": "a whole number", "date": "null or a date (YYYY-MM-DD[ HH:MM:SS])",
+                   "date!": "a date (YYYY-MM-DD[ HH:MM:SS])", "text": "null or text",
+                   "bool": "true or false"}[kind])
+        raise AdminError("%s: %s must be %s" % (where, key, wanted))
+    return value
+
+
+def real_date(text):
+    """Whether `text` is a stored date or date-time (YYYY-MM-DD[ HH:MM:SS]) of the calendar."""
+    import datetime
+    found = DATE_RE.fullmatch(text)
+    try:
+        return found is not None and datetime.date(*map(int, found.groups())).year >= 1970
+    except ValueError:
+        return False
+
+
+def entries(data, key):
+    """data[key] as a list of JSON objects, or AdminError."""
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+        raise AdminError("the export's %s must be a list of objects" % key)
+    return value
+
+
+def read_export(found, data):
+    """mlmpipe's JSON export, validated: the members whose address is not
+    valid are problems (skipped); anything else wrong is an AdminError."""
+    import json
+    try:
+        top = json.loads(data.decode("utf-8-sig"))
+    except (ValueError, RecursionError) as exc:
+        raise AdminError("%s is not valid JSON (%s)" % (found.name, shown(str(exc), 100)))
+    if not isinstance(top, dict) or "mlmpipe_export" not in top:
+        raise AdminError("%s is JSON but not an mlmpipe export (no \"mlmpipe_export\")" % found.name)
+    if top["mlmpipe_export"] != EXPORT_VERSION:
+        raise AdminError("%s is an export of format %s; this mlmpipe reads format %d"
+                         % (found.name, shown(str(top["mlmpipe_export"]), 20), EXPORT_VERSION))
+    head = top.get("list", {})
+    settings = head.get("settings", {}) if isinstance(head, dict) else None
+    if not isinstance(settings, dict):
+        raise AdminError("the export's list.settings must be an object")
+    for key, value in settings.items():
+        try:
+            if not isinstance(value, str):
+                raise ValueError("%s must be text" % shown(key))
+            checked_setting(key, value)
+        except ValueError as exc:
+            raise AdminError("the export's list.settings: %s" % exc)
+    export = {"settings": settings, "members": [], "threads": [], "overrides": [], "watches": [], "digests": [],
+              "next_thread": checked(head, "next_thread", "list", "count", 1)}
+    members = set()
+    for i, m in enumerate(entries(top, "members")):
+        where = "members[%d]" % i
+        address = m.get("address")
+        if not isinstance(address, str) or not valid_address(address):
+            found.problem("%s: %s" % (found.name, where), "not a valid mail address: %s" % shown(str(address)))
+            continue
+        address = address.lower()
+        if address in members:
+            found.problem("%s: %s" % (found.name, where), "%s is there twice; the first is kept" % address)
+            continue
+        members.add(address)
+        row = {"address": address, "preference": PREFERENCES[checked(m, "preference", where, tuple(PREFERENCES),
+                                                                      "all")],
+               "format": checked(m, "format", where, FORMATS, "both"),
+               "status": checked(m, "status", where, MEMBER_STATUSES, "active"),
+               "digest": checked(m, "digest", where, (None,) + DIGEST_MODES[:3]),
+               "bounce_score": checked(m, "bounce_score", where, "count", 0),
+               "warnings": checked(m, "warnings", where, "count", 0),
+               "bounce_evidence": checked(m, "bounce_evidence", where, "text"),
+               "joined": checked(m, "joined", where, "date!", utc(now()))}
+        for key in ("bounce_first", "bounce_last", "probe_sent", "disabled_at", "last_warning"):
+            row[key] = checked(m, key, where, "date")
+        export["members"].append(row)
+    threads = {}
+    for i, t in enumerate(entries(top, "threads")):
+        where = "threads[%d]" % i
+        name, number = t.get("name"), checked(t, "number", where, "count")
+        if not isinstance(name, str) or len(name) > 64 or not THREAD_NAME_RE.match(name) \
+                or number < 1 or not name.endswith(str(number)):
+            raise AdminError("%s: %s is not a thread name ending in its number %s"
+                             % (where, shown(str(name)), number))
+        if name in threads or number in (x["number"] for x in threads.values()):
+            raise AdminError("%s: thread %s or number %d is there twice" % (where, name, number))
+        parent = t.get("parent")
+        if parent is not None and (not isinstance(parent, str) or parent not in threads
+                                   or threads[parent]["number"] >= number):
+            raise AdminError("%s: its parent %s is not an earlier thread of the export" % (where, shown(str(parent))))
+        threads[name] = {"name": name, "number": number, "parent": parent,
+                         "subject": checked(t, "subject", where, "text", "") or "",
+                         "status": checked(t, "status", where, THREAD_STATUSES, "new"),
+                         "originator": checked(t, "originator", where, "text"),
+                         "messages": checked(t, "messages", where, "count", 0),
+                         "created": checked(t, "created", where, "date!", utc(now())),
+                         "last_post": checked(t, "last_post", where, "date")}
+    export["threads"] = list(threads.values())
+    skipped = {str(m.get("address")).lower() for m in entries(top, "members")} - members
+
+    def member_of(entry, where):
+        """The entry's member address; None when that member was skipped; AdminError if unknown."""
+        address = str(entry.get("address")).lower()
+        if address in members:
+            return address
+        if address in skipped:
+            return None
+        raise AdminError("%s: %s is not a member in the export" % (where, shown(address)))
+
+    for i, o in enumerate(entries(top, "overrides")):
+        where = "overrides[%d]" % i
+        address = member_of(o, where)
+        if not isinstance(o.get("thread"), str) or o["thread"] not in threads:
+            raise AdminError("%s: %s is not a thread of the export" % (where, shown(str(o.get("thread")))))
+        if address is not None:
+            export["overrides"].append({"thread": o["thread"], "address": address,
+                                        "subscribed": checked(o, "subscribed", where, "bool"),
+                                        "digest": checked(o, "digest", where, (None,) + DIGEST_MODES),
+                                        "left": checked(o, "left", where, "bool", False)})
+    for i, w in enumerate(entries(top, "watches")):
+        where = "watches[%d]" % i
+        address, words = member_of(w, where), w.get("words")
+        if not isinstance(words, str) or not words or len(words) > 1000 or watch_words(words) != words:
+            raise AdminError("%s: words must be lower-case words, sorted, one space between" % where)
+        if address is not None:
+            export["watches"].append({"address": address, "words": words})
+    for i, d in enumerate(entries(top, "digests")):
+        where = "digests[%d]" % i
+        address = member_of(d, where)
+        if address is not None:
+            export["digests"].append({"address": address, "mode": checked(d, "mode", where, DIGEST_MODES[:3]),
+                                      "sent": checked(d, "sent", where, "date!")})
+    return export
+
+
+def cmd_import(cfg, args):
+    """Members (and with mlmpipe's export, threads and the rest) from FILE, in one transaction."""
+    fmt, digest_mode, forced = args["--format"] or "both", args["--digest"], args["--from"]
+    if forced is not None and forced not in IMPORT_FORMATS:
+        raise AdminError("--from must be one of %s" % ", ".join(IMPORT_FORMATS))
+    if fmt not in FORMATS:
+        raise AdminError("--format must be text, html or both")
+    if digest_mode is not None and digest_mode not in DIGEST_MODES[:3]:
+        raise AdminError("--digest must be daily, weekly or monthly")
+    db = open_db(cfg)
+    lst = need_list(db, args["LIST"])
+    found = read_import(args["FILE"], forced, digest_mode)
+    if found.export is not None and (digest_mode or args["--nomail"]):
+        raise AdminError("--digest and --nomail are for lists of addresses; an export carries each member's own")
+    for where, reason in found.problems[:PROBLEMS_SHOWN]:
+        sys.stderr.write("%s: skipped: %s\n" % (where, reason))
+    if len(found.problems) > PROBLEMS_SHOWN:
+        sys.stderr.write("... and %d more lines skipped\n" % (len(found.problems) - PROBLEMS_SHOWN))
+    if found.export is None and not found.members and found.problems:
+        raise AdminError("nothing imported: %s holds no valid address" % found.name)
+    with write(db):
+        if found.export is not None:
+            said = restore_export(db, lst, found.export)
+        else:
+            said = add_imported(db, lst, found, 0 if args["--first"] else 1, fmt,
+                                digest_mode, bool(args["--nomail"]))
+        digest_records(db, lst)
+    what = {"json": "mlmpipe export", "addresses": "addresses", "mailman2": "Mailman 2 list_members",
+            "mailman3": "Mailman 3 members", "mlmmj": "mlmmj list", "ezmlm": "ezmlm list"}[found.kind]
+    said = "imported %s (%s) into %s: %s%s" % (found.name, what, lst["name"], said,
+                                              ", %d skipped as invalid" % len(found.problems) * bool(found.problems))
+    Log(cfg.log)("list=%s outcome=%s by the command line" % (lst["name"], said))
+    print(said)
+    return 0
+
+
+def list_members_now(db, lst):
+    """{address: member row} of the list, deleted members too."""
+    return {r["address"]: r for r in db.execute(
+        "SELECT m.*, s.address FROM members m JOIN subscribers s ON s.id = m.subscriber_id WHERE m.list_id = ?",
+        (lst["id"],))}
+
+
+def insert_members(db, lst, rows, columns):
+    """New members, many at once: rows of (address, values of `columns`)."""
+    db.executemany("INSERT OR IGNORE INTO subscribers (address) VALUES (?)", ((r[0],) for r in rows))
+    db.executemany("INSERT INTO members (list_id, subscriber_id, %s) VALUES (?, (SELECT id FROM subscribers "
+                   "WHERE address = ?), %s)" % (", ".join(columns), ", ".join("?" * len(columns))),
+                   ((lst["id"],) + tuple(r) for r in rows))
+
+
+def add_imported(db, lst, found, preference, fmt, digest_mode, nomail):
+    """Members from a list of addresses.  New ones get the file's digest and
+    nomail marks, else the options; a member already on the list keeps her
+    choices (only --digest and --nomail change them); one who left the list
+    is not brought back."""
+    existing = list_members_now(db, lst)
+    new, changes, unchanged, left = [], [], 0, 0
+    db.execute("PRAGMA cache_size = -65536")     # 64 MB: many index pages change
+    for address, fields in found.members.items():
+        mode = (fields.get("digest") and (digest_mode or fields["digest"])) if found.says_digest else digest_mode
+        status = "nomail" if nomail or fields.get("status") == "nomail" else "active"
+        member = existing.get(address)
+        if member is None:
+            new.append((address, preference, fmt, status, mode))
+        elif member["status"] == "deleted":
+            left += 1
+        else:
+            change = {}
+            if digest_mode and mode and member["digest"] != mode:
+                change["digest"] = mode
+            if nomail and member["status"] == "active":
+                change["status"] = "nomail"
+            if change:
+                changes.append((change.get("digest", member["digest"]), change.get("status", member["status"]),
+                                member["id"]))
+            else:
+                unchanged += 1
+    insert_members(db, lst, new, ("preference", "format", "status", "digest"))
+    db.executemany("UPDATE members SET digest = ?, status = ? WHERE id = ?", changes)
+    return "%d new, %d updated, %d unchanged%s" % (
+        len(new), len(changes), unchanged, ", %d not added again (they had left the list)" % left * bool(left))
+
+
+def restore_export(db, lst, export):
+    """mlmpipe's export into `lst`: its members (the file's values win for
+    members already on the list), threads with their names and numbers (a
+    thread of the same name and number is taken as the same thread; another
+    with either is refused), overrides, watches, digest records and settings."""
+    threads_now = {t["name"]: t for t in db.execute("SELECT * FROM threads WHERE list_id = ?", (lst["id"],))}
+    numbers_now = {t["number"]: t["name"] for t in threads_now.values()}
+    for t in export["threads"]:
+        same = threads_now.get(t["name"])
+        if (same is not None and same["number"] != t["number"]) or numbers_now.get(t["number"], t["name"]) != t["name"]:
+            raise AdminError("list %s already has a thread named %s or numbered %d; import the export into a "
+                             "list without them" % (lst["name"], t["name"], t["number"]))
+    columns = ("preference", "format") + MEMBER_FIELDS
+    existing = list_members_now(db, lst)
+    new, changed, unchanged = [], [], 0
+    for m in export["members"]:
+        values = tuple(m[key] for key in columns)
+        member = existing.get(m["address"])
+        if member is None:
+            new.append((m["address"],) + values)
+        elif tuple(member[key] for key in columns) == values:
+            unchanged += 1
+        else:
+            changed.append(values + (member["id"],))
+    insert_members(db, lst, new, columns)
+    db.executemany("UPDATE members SET %s WHERE id = ?" % ", ".join("%s = ?" % c for c in columns), changed)
+    ids = {address: row["id"] for address, row in list_members_now(db, lst).items()}
+    thread_columns = ("subject", "status", "originator", "messages", "created", "last_post")
+    for t in export["threads"]:
+        values = tuple(t[key] for key in thread_columns)
+        if t["name"] in threads_now:
+            db.execute("UPDATE threads SET %s WHERE id = ?" % ", ".join("%s = ?" % c for c in thread_columns),
+                       values + (threads_now[t["name"]]["id"],))
+        else:
+            db.execute("INSERT INTO threads (list_id, number, name, %s) VALUES (?, ?, ?, %s)"
+                       % (", ".join(thread_columns), ", ".join("?" * len(thread_columns))),
+                       (lst["id"], t["number"], t["name"]) + values)
+    thread_ids = {t["name"]: t["id"] for t in db.execute("SELECT id, name FROM threads WHERE list_id = ?",
+                                                         (lst["id"],))}
+    db.executemany("UPDATE threads SET parent_id = ? WHERE id = ?",
+                   [(thread_ids[t["parent"]] if t["parent"] else None, thread_ids[t["name"]])
+                    for t in export["threads"]])
+    top = max([export["next_thread"]] + [t["number"] + 1 for t in export["threads"]])
+    db.execute("UPDATE lists SET next_thread = max(next_thread, ?) WHERE id = ?", (top, lst["id"]))
+    # a follower who stopped following: catch-up starts at what the list holds now (the messages stay behind)
+    db.executemany("INSERT INTO overrides (thread_id, member_id, subscribed, digest, left_after) VALUES (?, ?, ?, ?, "
+                   "CASE WHEN ? THEN (SELECT coalesce(max(id), 0) FROM messages WHERE thread_id = ?) END) "
+                   "ON CONFLICT (thread_id, member_id) DO UPDATE SET subscribed = excluded.subscribed, "
+                   "digest = excluded.digest, left_after = excluded.left_after",
+                   [(thread_ids[o["thread"]], ids[o["address"]], int(o["subscribed"]), o["digest"], o["left"],
+                     thread_ids[o["thread"]]) for o in export["overrides"]])
+    db.executemany("INSERT OR IGNORE INTO watches (member_id, words) VALUES (?, ?)",
+                   [(ids[w["address"]], w["words"]) for w in export["watches"]])
+    # digests cover what comes after the import: the messages they had covered are not in this database
+    db.executemany("INSERT INTO digests (member_id, mode, after, sent) VALUES (?, ?, (SELECT coalesce(max(id), 0) "
+                   "FROM messages WHERE list_id = ?), ?) "
+                   "ON CONFLICT (member_id, mode) DO UPDATE SET sent = excluded.sent",
+                   [(ids[d["address"]], d["mode"], lst["id"], d["sent"]) for d in export["digests"]])
+    for key, value in export["settings"].items():
+        set_list_setting(db, lst, key, value)
+    again = sum(1 for t in export["threads"] if t["name"] in threads_now)
+    watches = len(export["watches"])
+    return ("members %d new, %d updated, %d unchanged; threads %d new, %d already there; %s, %d watch%s, %s, %s"
+            % (len(new), len(changed), unchanged, len(export["threads"]) - again, again,
+               plural(len(export["overrides"]), "override"), watches, "es" * (watches != 1),
+               plural(len(export["digests"]), "digest record"), plural(len(export["settings"]), "setting")))
+
+
+def digest_records(db, lst):
+    """A digest record (start_digest's) for every digest mode of the list's
+    members that has none: without it cron would send her no digest."""
+    after, t = db.execute("SELECT coalesce(max(id), 0) FROM messages WHERE list_id = ?", (lst["id"],)).fetchone()[0], \
+        utc(now())
+    db.execute("INSERT OR IGNORE INTO digests (member_id, mode, after, sent) "
+               "SELECT m.id, m.digest, ?, ? FROM members m WHERE m.list_id = ? AND m.digest IS NOT NULL "
+               "UNION SELECT o.member_id, o.digest, ?, ? FROM overrides o JOIN members m ON m.id = o.member_id "
+               "WHERE m.list_id = ? AND o.digest IN ('daily', 'weekly', 'monthly')",
+               (after, t, lst["id"], after, t, lst["id"]))
+
+
 def cmd_threads(cfg, args):
     db = open_db(cfg)
     lst = need_list(db, args["LIST"])
@@ -4088,7 +4744,7 @@ SUBCOMMANDS = {
     "init": cmd_init, "newlist": cmd_newlist, "rmlist": cmd_rmlist, "lists": cmd_lists,
     "config": cmd_config, "add": cmd_add, "remove": cmd_remove, "members": cmd_members,
     "threads": cmd_threads, "thread": cmd_thread, "held": cmd_held, "approve": cmd_approve,
-    "reject": cmd_reject, "cron": cmd_cron, "export": cmd_not_yet, "import": cmd_not_yet,
+    "reject": cmd_reject, "cron": cmd_cron, "export": cmd_export, "import": cmd_import,
     "mta-config": cmd_mta_config, "log": cmd_not_yet, "check": cmd_check,
 }
 

@@ -32,7 +32,9 @@ Usage:
                   From munged, the DNS questions of each run, dmarc_cache;
                   a line under the table gives what each adds, the imports
                   only the uncached one does, and holds L-help to 1.5x the
-                  import floor), the 10,000 post through a real Postfix;
+                  import floor), the 10,000 post through a real Postfix,
+                  the import of a file of 100,000 addresses into an empty
+                  list;
                   then the "hostile html: ..." table: one post each to the
                   1,000-member list of HTML that is slow or fatal to convert
                   to text, a reference newsletter and a 10 MB post with an
@@ -64,8 +66,8 @@ Usage:
                   ignored, repeatable): "command", "post new", "post reply",
                   "watch" (the reply with watchers and its baseline, the
                   10,000 reply), "dmarc" (both DMARC rows and their
-                  baseline, the 1,000 new thread), "via postfix", "as a script", "hostile",
-                  "bounce storm", "cron" (both cron rows); the floors
+                  baseline, the 1,000 new thread), "via postfix", "as a script",
+                  "import", "hostile", "bounce storm", "cron" (both cron rows); the floors
                   always run
   --profile N     cProfile the new-thread post to an N-member list
   --batch-sizes   the Postfix post with batch_size 100 ... 5000
@@ -1920,6 +1922,70 @@ def cron_table(series):
     return "\n".join(lines)
 
 
+# Import ######################################################################
+# README, Moving a list: `python -m mlmpipe import LIST FILE` of IMPORT_SIZE
+# addresses, one per line (every third as "Name <addr>", as Mailman's
+# list_members -f prints them), into a fresh copy of an empty list (init and
+# newlist, cached with the file in bench/.cache/lists/import-*).  Checked: exit
+# 0, the summary line (IMPORT_SIZE new), and IMPORT_SIZE members in the
+# database afterwards.
+
+IMPORT_SIZE = 100000
+RUNS_IMPORT = (5, 2)
+
+
+def import_name(size=IMPORT_SIZE):
+    return "import %s addresses" % format(size, ",")
+
+
+def import_address(i):
+    address = "import%07d@example%d.org" % (i, i % 50)
+    return "Member %d <%s>" % (i, address) if i % 3 == 0 else address
+
+
+def import_template(standin):
+    """The cached empty list and its file of addresses (see above)."""
+    key = "import-%d-%s-g%d" % (IMPORT_SIZE, schema_hash(), GENERATION)
+    return cached_template(key, "an empty list and a file of %s addresses" % format(IMPORT_SIZE, ","),
+                           lambda d: build_import_list(d, standin))
+
+
+def build_import_list(directory, standin):
+    config = os.path.join(directory, "mlmpipe.cfg")
+    write_config(config, os.path.join(directory, "db.sqlite"), os.path.join(directory, "archive"), standin,
+                 os.path.join(directory, "build.log"))
+    admin(config, "init")
+    admin(config, "newlist", LIST, "--owner=" + OWNER, "--domain=" + DOMAIN)
+    with open(os.path.join(directory, "addresses.txt"), "w") as f:
+        f.write("".join(import_address(i) + "\n" for i in range(IMPORT_SIZE)))
+    return {"size": IMPORT_SIZE, "schema": schema_hash(), "generation": GENERATION}
+
+
+def import_series(tmpl, runs, scratch_root, standin):
+    """A Series of `import` runs, each into a fresh copy of the empty list."""
+    scratch = Scratch(scratch_root, tmpl, standin)
+    addresses = os.path.join(tmpl.directory, "addresses.txt")
+    database = os.path.join(scratch.directory, "db.sqlite")
+    said = "imported addresses.txt (addresses) into %s: %d new, 0 updated, 0 unchanged" % (LIST, tmpl.size)
+
+    def prepare():
+        scratch.fresh()
+        return list(MLMPIPE_COMMAND) + ["-c", scratch.config, "import", LIST, addresses], None, scratch.env(), \
+            scratch.root
+
+    def check(run):
+        out = run.stdout.decode("utf-8", "replace").strip()
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            members = db.execute("SELECT count(*) FROM members").fetchone()[0]
+        if out != said or members != tmpl.size:
+            raise BenchError("%s: expected %r and %d members; it said %r, %d members\n%s"
+                             % (import_name(tmpl.size), said, tmpl.size, out, members,
+                                run.stderr.decode("utf-8", "replace")[-2000:]))
+        return {"members": members, "per_address_s": run.wall / members}
+
+    return Series(import_name(tmpl.size), runs, prepare, check, size=tmpl.size, kind="import")
+
+
 # Evidence: compile and import time ###########################################
 
 def compile_time(runs=10):
@@ -2490,6 +2556,7 @@ class Bench:
                              "deliver returns once postdrop has queued the last batch)"
                              % (postfix_name, seconds(sink_median(s))))
 
+        rows += self.imports(notes)
         hostile = self.hostile(small)
         storms = self.storms(small)
         crons = self.crons()
@@ -2540,6 +2607,21 @@ class Bench:
         elif posts:
             problem = plot_scaling(posts, floors, os.path.join(RESULTS, "scaling.png"))
             self.out.append(problem or "plot: %s" % os.path.relpath(os.path.join(RESULTS, "scaling.png"), ROOT))
+
+    def imports(self, notes):
+        """The import row, measured, with its note."""
+        if not self.wanted(import_name()):
+            return []
+        tmpl = import_template(self.standin)
+        runs = self.runs(RUNS_IMPORT)
+        s = import_series(tmpl, runs, self.subdir("import"), self.standin)
+        progress("measuring %s (%d runs)" % (s.name, runs))
+        measure_together([s])
+        notes.append("%s: `python -m mlmpipe import` of a file of %s addresses (a third as \"Name <addr>\") into a "
+                     "fresh copy of an empty list, one transaction; %.1f µs per address (median); checked: the "
+                     "summary line and the members in the database"
+                     % (s.name, format(tmpl.size, ","), s.median / tmpl.size * 1e6))
+        return [s]
 
     def hostile(self, small):
         """The hostile html rows wanted, measured (HostileSeries); their notes in self.hostile_notes."""
