@@ -1039,6 +1039,13 @@ def watches_of(db, member_id):
                                            (member_id,))]
 
 
+def thread_digests_of(db, member_id):
+    """[(thread name, mode)] of a member's per-thread digest settings on open threads."""
+    return [(r[0], r[1]) for r in db.execute(
+        "SELECT t.name, o.digest FROM overrides o JOIN threads t ON t.id = o.thread_id "
+        "WHERE o.member_id = ? AND o.digest IS NOT NULL AND t.status != 'closed' ORDER BY t.number", (member_id,))]
+
+
 def set_watch(db, member_id, words, on):
     if on:
         db.execute("INSERT OR IGNORE INTO watches (member_id, words) VALUES (?, ?)", (member_id, words))
@@ -2825,7 +2832,8 @@ def change_setting(d):
     column, value = SETTINGS[d.command.arg]
     set_member(d.db, member["id"], column, value)
     meaning = {
-        "all": "every message of each new thread", "first": "only the first message of each new thread",
+        "all": "every message of every thread, but for the threads you stop following",
+        "first": "each new thread's first message, and the replies of the threads you follow",
         "text": "plain text", "html": "HTML", "both": "text and HTML together (multipart/alternative)",
         "nomail": "no mail at all until you write to %s" % list_address(d.lst, "set-mail"),
         "mail": "mail again",
@@ -2836,8 +2844,10 @@ def change_setting(d):
     }[d.command.arg]
     if column == "digest" and value is not None:
         start_digest(d.db, d.lst, member["id"], value)
+    # (under L-request, what she receives is said once, after all its commands)
+    summary = "" if d.answers is not None else "\n" + member_summary(d.db, d.lst, member)
     notify(d, member["address"], "Your setting on %s: %s" % (d.lst["name"], d.command.arg),
-           "From now on you receive %s from %s.\n" % (meaning, d.lst["name"]))
+           "From now on you receive %s from %s.\n%s" % (meaning, d.lst["name"], summary))
 
 
 def thread_digest(d):
@@ -2972,8 +2982,12 @@ def request(d):
             + "\n".join(done))
     if unknown:
         text += "\nNot understood:\n%s\n" % "\n".join("  " + line for line in unknown)
+    member = member_by_address(d.db, d.lst, to)
+    member = member if member is not None and member["status"] != "deleted" else None
     if not done:
-        text += "\n" + help_text(d.lst)
+        text += "\n" + help_text(d.lst, d.db, member)
+    elif member is not None and any(line.split("\n", 1)[0][2:].lower().startswith("set") for line in done):
+        text += "\nYour settings now:\n\n" + member_summary(d.db, d.lst, member)
     notify(d, to, "Your commands to %s" % d.lst["name"], text, reply_to=reply_to)
     d.outcome = "request: %s" % (", ".join(line for line in (x.split("\n", 1)[0][2:] for x in done)) or "nothing")
 
@@ -3015,12 +3029,15 @@ def threads_text(db, lst):
 def send_help(d):
     """L-help: every command address; non-members may ask too."""
     to = d.member["address"] if d.member is not None and rule_automated(d) is None else requester(d)
-    notify(d, to, "Help for %s" % d.lst["name"], help_text(d.lst))
+    member = d.member if d.member is not None and d.member["address"] == to else None
+    notify(d, to, "Help for %s" % d.lst["name"], help_text(d.lst, d.db, member))
 
 
-def help_text(lst):
+def help_text(lst, db=None, member=None):
+    """Every command address; for a member, first what she receives."""
     a = lambda rest: list_address(lst, rest)          # noqa: E731
-    return (
+    yours = "You are a member of %s.\n\n%s\n" % (lst["name"], member_summary(db, lst, member)) if member else ""
+    return yours + (
         "Commands of the list %(n)s: write an empty message to an address.\n\n"
         "Posting\n  %(post)s  a message (a reply goes to its thread)\n"
         "  %(new)s  start a new thread\n  %(newname)s  start a new thread called NAME\n"
@@ -3032,7 +3049,8 @@ def help_text(lst):
         "  %(tdigest)s  THREAD's later messages as a digest (-weekly, -monthly; -off: one by one)\n\n"
         "Watches\n  %(watch)s  also get any message holding all these words\n"
         "  %(unwatch)s  stop that watch\n  %(watches)s  list your watches\n\n"
-        "Your settings\n  %(all)s / %(first)s  every message of new threads / only their first\n"
+        "Your settings\n  %(all)s / %(first)s  every message of every thread / each new thread's first\n"
+        "    message, and the replies of the threads you follow\n"
         "  %(text)s / %(html)s / %(both)s  the format you receive\n"
         "  %(nomail)s / %(mail)s  pause / resume delivery\n"
         "  %(digest)s  the later messages of all you follow as one digest a day\n"
@@ -3055,7 +3073,8 @@ def subscribe(d):
     address, lst, policy = requester(d), d.lst, d.settings["subscribe_policy"]
     if d.member is not None and d.member["address"] == address:
         notify(d, address, "You are already on %s" % lst["name"],
-               "%s is already a member of %s; nothing was changed.\n\n%s" % (address, lst["name"], help_text(lst)))
+               "%s is already a member of %s; nothing was changed.\n\n%s" % (
+                   address, lst["name"], help_text(lst, d.db, d.member)))
         return
     if policy == "domain" and split_address(address)[1] not in allowed_domains(d.settings):
         notify(d, address, "You cannot join %s" % lst["name"],
@@ -3075,7 +3094,10 @@ def subscribe(d):
                "The owners of %s decide who joins; they have your request.\n" % lst["name"])
         d.outcome = "held"
         return
-    ask_confirmation(d, address, "subscribe", "join", "You will get every new thread's first message.")
+    ask_confirmation(d, address, "subscribe", "join",
+                     "Once you confirm, you get every message of every thread, as plain text and HTML "
+                     "together; the welcome says how to get only each new thread's first message, "
+                     "another format, or digests.")
 
 
 def unsubscribe(d):
@@ -3124,13 +3146,65 @@ def confirm(d):
 
 
 def welcome(db, lst, source, address):
+    """The welcome: what she will get (her settings, as they are), the open threads and the commands."""
+    member = member_by_address(db, lst, address)
     queue_notice(db, lst, source, address, "Welcome to %s" % lst["name"],
-                 "Welcome to %s. You get the first message of every new thread, and the rest of the threads "
-                 "you follow.\n\nA thread you want to keep up with now and then can come as one digest a day, "
-                 "week or month\n(mailto:%s), and words you care about can reach you from any "
+                 "Welcome to %s.\n\n%s\nA thread you want to keep up with now and then can come as one digest "
+                 "a day, week or month\n(mailto:%s), and words you care about can reach you from any "
                  "thread\n(mailto:%s).\n\n%s\n%s" % (
-                     lst["name"], list_address(lst, "THREAD-digest-daily"), list_address(lst, "watch-WORD"),
-                     threads_text(db, lst), help_text(lst)))
+                     lst["name"], member_summary(db, lst, member), list_address(lst, "THREAD-digest-daily"),
+                     list_address(lst, "watch-WORD"), threads_text(db, lst), help_text(lst)))
+
+
+DIGEST_PERIOD_WORDS = {"daily": "a day", "weekly": "a week", "monthly": "a month"}
+FORMAT_WORDS = {"text": "plain text only", "html": "HTML only", "both": "plain text and HTML together"}
+
+
+def member_summary(db, lst, member):
+    """What a member receives, in words, with the addresses that change it
+    (README: Who receives what): her delivery, default, format, digests and
+    watches, as the database has them.  Paragraphs of at most 72 columns."""
+    import textwrap
+    member = member_by_id(db, member["id"]) or member        # (as it is now: a command may have changed it)
+    a = functools.partial(list_address, lst)
+    paragraphs, you = [], "You"
+    if member["status"] in ("nomail", "disabled"):
+        paragraphs.append(("Delivery to you is paused" if member["status"] == "nomail" else
+                           "Delivery to you is stopped because mail to you bounced")
+                          + ": you get nothing from %s until you write to mailto:%s" % (lst["name"], a("set-mail")))
+        you = "Then you"
+    if member["preference"]:
+        paragraphs.append(
+            "%s get every message of every thread: each new thread's first message and all its replies. "
+            "To stop getting a thread's replies, write to the address at the foot of its messages "
+            "(%s). To get only each new thread's first message, and the replies of the threads you "
+            "choose to follow: mailto:%s" % (you, a("THREAD-unsubscribe"), a("set-first")))
+    else:
+        paragraphs.append(
+            "%s get each new thread's first message; its replies only when you follow the thread. To "
+            "follow one, write to the address at the foot of its first message (%s); writing to a thread "
+            "makes you follow it too. To get every message of every thread: mailto:%s"
+            % (you, a("THREAD-subscribe"), a("set-all")))
+    paragraphs.append("Messages come to you as %s. Instead, %s" % (FORMAT_WORDS[member["format"]], "; ".join(
+        "%s: mailto:%s" % (FORMAT_WORDS[f], a("set-" + f)) for f in FORMATS if f != member["format"])))
+    if member["digest"]:
+        paragraphs.append("The replies of the threads you follow come as one digest %s; first messages "
+                          "still come at once. One by one again: mailto:%s"
+                          % (DIGEST_PERIOD_WORDS[member["digest"]], a("set-digest-off")))
+    else:
+        paragraphs.append("Replies come one by one. As one digest a day instead: mailto:%s "
+                          "(or -weekly, -monthly)" % a("set-digest-daily"))
+    own = thread_digests_of(db, member["id"])
+    if own:
+        paragraphs.append("Threads with a setting of their own: %s%s" % (", ".join(
+            "%s (%s)" % (name, "one by one" if mode == "off" else "one digest " + DIGEST_PERIOD_WORDS[mode])
+            for name, mode in own[:10]), ", ..." if len(own) > 10 else ""))
+    watches = watches_of(db, member["id"])
+    if watches:
+        paragraphs.append("You also get every message whose subject or text holds all the words of one "
+                          "of your watches: %s%s" % ("; ".join(watches[:10]), "; ..." if len(watches) > 10 else ""))
+    return "\n\n".join(textwrap.fill(p, 72, break_long_words=False, break_on_hyphens=False)
+                       for p in paragraphs) + "\n"
 
 
 def allowed_domains(settings):
