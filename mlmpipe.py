@@ -2302,21 +2302,27 @@ def hold_notices(d, message_row, reason):
 
 
 def queue_owner_notices(db, cfg, lst, settings, source, message_row, reason, mail=None, text=None):
-    """Each owner: a held (or quarantined) message -- who sent it, why it is
-    held, its attachments and the first lines of its text -- with its approve
-    and reject addresses (README: Held messages)."""
+    """Each owner: a held (or quarantined) message, with its approve and reject addresses."""
     token = new_token(db, cfg, lst, "hold", message=message_row["id"])
-    content = held_content(mail, text, NOTICE_LINES, NOTICE_CHARS)
-    lines = ["A message to %s is held: %s." % (shown(message_row["recipient"]), shown(reason, 300)), "",
-             "From: %s" % shown(message_row["author"] or message_row["sender"] or "(nobody)"),
-             "Subject: %s" % shown(message_row["subject"] or "(none)", 300)]
-    lines += content_lines(content, "'mlmpipe held %s %s' shows more of it" % (lst["name"], token))
+    body = held_notice(lst, message_row, reason, token, mail, text)
+    subject = "Held for %s: %s" % (lst["name"], shown(message_row["subject"] or "(no subject)", 100))
+    for owner in owners(settings):
+        queue_notice(db, lst, source, owner, subject, body)
+
+
+def held_notice(lst, message_row, reason, token, mail=None, text=None):
+    """The owners' notice of a held message: who sent it, why it is held, its
+    attachments and the first lines of its text (`text`: its text rendering,
+    when it has one), then how to approve or reject it (README: Held messages)."""
+    lines = ["A message to %s is held." % shown(message_row["recipient"], 100), "Why: %s" % shown(reason, 300), "",
+             "From: %s" % shown(message_row["author"] or message_row["sender"] or "(nobody)", 200),
+             "Subject: %s" % shown(message_row["subject"] or "(none)", 200)]
+    lines += content_lines(held_content(mail, text, NOTICE_LINES, NOTICE_CHARS),
+                           "'mlmpipe held %s %s' shows more of it" % (lst["name"], token))
     lines += ["", "To send it to the list, write to mailto:%s" % list_address(lst, "approve-" + token),
               "To reject it, write to mailto:%s" % list_address(lst, "reject-" + token),
               "or run: mlmpipe approve %s %s" % (lst["name"], token)]
-    subject = "Held for %s: %s" % (lst["name"], shown(message_row["subject"] or "(no subject)", 100))
-    for owner in owners(settings):
-        queue_notice(db, lst, source, owner, subject, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 # What the owners see of a held message, in their notice and with `held LIST
@@ -4145,7 +4151,7 @@ def cmd_held(cfg, args):
                       "WHERE m.list_id = ? AND m.status = 'held' ORDER BY m.id", (lst["id"],)).fetchall()
     out = [{"token": r["nonce"] and r["nonce"] + token_tag(cfg, lst, "hold", r["nonce"]), "id": r["id"],
             "reason": shown(r["reason"], 300), "sender": shown(r["author"] or r["sender"]),
-            "subject": shown(r["subject"], 300), "received": r["received"]} for r in rows]
+            "subject": shown(r["subject"]), "received": r["received"]} for r in rows]
     out += [{"token": r["nonce"] + token_tag(cfg, lst, "join", r["nonce"]), "id": None,
              "reason": "asks to join a closed list", "sender": r["address"], "subject": "(subscription request)",
              "received": None}
@@ -4177,7 +4183,7 @@ def cmd_held(cfg, args):
 def held_view(cfg, lst, message, listed):
     """One held message for `held LIST TOKEN`, bounded and safe for a terminal:
     `listed` (its row of `held LIST`) with its header fields, attachments and text."""
-    view = dict(listed, recipient=shown(message["recipient"]), fields=[], more_fields=0,
+    view = dict(listed, recipient=shown(message["recipient"], 100), fields=[], more_fields=0,
                 archive=archive_path(cfg, message["list_id"], message["id"], ".eml"))
     try:
         mail = Mail(read_archived(cfg, message))
@@ -4191,7 +4197,7 @@ def held_view(cfg, lst, message, listed):
         pass
     if mail is not None:
         view["fields"] = [[shown(b"".join(f.lines).partition(b":")[0].strip().decode("ascii"), 60),
-                           shown(decode_words(field_text(f)), 300)] for f in mail.fields[:SHOWN_FIELDS]]
+                           shown(decode_words(field_text(f)), 240)] for f in mail.fields[:SHOWN_FIELDS]]
         view["more_fields"] = max(0, len(mail.fields) - SHOWN_FIELDS)
     content = held_content(mail, text, SHOW_LINES, SHOW_CHARS)
     view["attachments"] = [{"name": n, "type": t, "size": s} for n, t, s in content["attachments"]]
@@ -4205,8 +4211,8 @@ def held_view_lines(lst, view):
     """held_view() as lines for a terminal, shaped like the owners' notice."""
     ref = view["token"] or str(view["id"])
     lines = ["Held message %d of %s, token %s" % (view["id"], lst["name"], ref),
-             "This message to %s is held: %s." % (view["recipient"], view["reason"]),
-             "Received %s UTC" % view["received"], ""]
+             "A message to %s, received %s UTC, is held." % (view["recipient"], view["received"]),
+             "Why: %s" % view["reason"], ""]
     if view["text"]["how"] == "missing":
         return lines + ["Its archived copy %s is missing." % view["archive"]]
     lines += ["%s: %s" % (name, value) for name, value in view["fields"]]
