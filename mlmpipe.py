@@ -2389,7 +2389,7 @@ def held_content(mail, text, max_lines, max_chars):
         parts = attached_parts(mail)
         content["more"] = max(0, len(parts) - SHOWN_ATTACHMENTS)
         content["attachments"] = [(shown(part_filename(mail.raw, p) or "(no name)", 100), shown(p.ctype, 80),
-                                   human_size(len(p.payload(mail.raw)))) for p in parts[:SHOWN_ATTACHMENTS]]
+                                   human_size(part_size(mail.raw, p))) for p in parts[:SHOWN_ATTACHMENTS]]
     except Exception:
         pass
     how = "text"
@@ -2449,6 +2449,20 @@ def part_filename(raw, part):
         return decode_words(str(email.message_from_string(head + "\n").get_filename() or ""))
     except Exception:                           # a name is a courtesy: never a reason to fail
         return ""
+
+
+def part_size(raw, part):
+    """A part's decoded size in bytes, base64 counted rather than decoded
+    (the notice is written under the database lock).
+
+    >>> raw = b"Content-Transfer-Encoding: base64\\n\\nQUJD\\nREVG\\nRw==\\n"
+    >>> part_size(raw, mime_tree(raw, *read_fields(raw)))
+    7
+    """
+    if part.cte != "base64":
+        return len(part.payload(raw)) if part.cte == "quoted-printable" else part.end - part.body
+    return (part.end - part.body - sum(raw.count(c, part.body, part.end) for c in (b"\n", b"\r", b" ", b"\t", b"="))
+            ) * 3 // 4
 
 
 def human_size(n):
