@@ -1044,6 +1044,13 @@ def watches_of(db, member_id):
                                            (member_id,))]
 
 
+def thread_digests_of(db, member_id):
+    """[(thread name, mode)] of a member's per-thread digest settings on open threads."""
+    return [(r[0], r[1]) for r in db.execute(
+        "SELECT t.name, o.digest FROM overrides o JOIN threads t ON t.id = o.thread_id "
+        "WHERE o.member_id = ? AND o.digest IS NOT NULL AND t.status != 'closed' ORDER BY t.number", (member_id,))]
+
+
 def set_watch(db, member_id, words, on):
     if on:
         db.execute("INSERT OR IGNORE INTO watches (member_id, words) VALUES (?, ?)", (member_id, words))
@@ -2291,24 +2298,206 @@ def owners(settings):
 
 def hold_notices(d, message_row, reason):
     """Tell the owners how to approve or reject a held message, and its author that it waits."""
-    queue_owner_notices(d.db, d.cfg, d.lst, d.settings, d.source, message_row, reason)
+    queue_owner_notices(d.db, d.cfg, d.lst, d.settings, d.source, message_row, reason, d.mail,
+                        d.rendering.text if d.rendering is not None else None)
     if rule_automated(d) is None and not reason.startswith("error:") and valid_address(d.author):
         notify(d, d.author, "Your message to %s waits for approval" % d.lst["name"],
                "Your message \"%s\" to %s waits for a list owner's approval (%s).\n"
                % (message_row["subject"], d.recipient, reason))
 
 
-def queue_owner_notices(db, cfg, lst, settings, source, message_row, reason):
+def queue_owner_notices(db, cfg, lst, settings, source, message_row, reason, mail=None, text=None):
     """Each owner: a held (or quarantined) message, with its approve and reject addresses."""
     token = new_token(db, cfg, lst, "hold", message=message_row["id"])
-    text = ("A message to %s is held: %s.\n\nFrom: %s\nSubject: %s\n\n"
-            "To send it to the list, write to mailto:%s\nTo reject it, write to mailto:%s\n"
-            "or run: mlmpipe approve %s %s\n" % (
-                message_row["recipient"], reason, message_row["author"] or message_row["sender"] or "(nobody)",
-                message_row["subject"], list_address(lst, "approve-" + token), list_address(lst, "reject-" + token),
-                lst["name"], token))
+    body = held_notice(lst, message_row, reason, token, mail, text)
+    subject = "Held for %s: %s" % (lst["name"], shown(message_row["subject"] or "(no subject)", 100))
     for owner in owners(settings):
-        queue_notice(db, lst, source, owner, "Held for %s: %s" % (lst["name"], message_row["subject"]), text)
+        queue_notice(db, lst, source, owner, subject, body)
+
+
+def held_notice(lst, message_row, reason, token, mail=None, text=None):
+    """The owners' notice of a held message: who sent it, why it is held, its
+    attachments and the first lines of its text (`text`: its text rendering,
+    when it has one), then how to approve or reject it (README: Held messages)."""
+    lines = ["A message to %s is held." % shown(message_row["recipient"], 100), "Why: %s" % shown(reason, 300), "",
+             "From: %s" % shown(message_row["author"] or message_row["sender"] or "(nobody)", 200),
+             "Subject: %s" % shown(message_row["subject"] or "(none)", 200)]
+    lines += content_lines(held_content(mail, text, NOTICE_LINES, NOTICE_CHARS),
+                           "'mlmpipe held %s %s' shows more of it" % (lst["name"], token))
+    lines += ["", "To send it to the list, write to mailto:%s" % list_address(lst, "approve-" + token),
+              "To reject it, write to mailto:%s" % list_address(lst, "reject-" + token),
+              "or run: mlmpipe approve %s %s" % (lst["name"], token)]
+    return "\n".join(lines) + "\n"
+
+
+# What the owners see of a held message, in their notice and with `held LIST
+# TOKEN`: everything in it comes from a stranger, so each line is bounded and
+# stripped of what a mail client or a terminal would act on.
+NOTICE_LINES, NOTICE_CHARS = 20, 1500       # the text's first lines in the owners' notice
+SHOW_LINES, SHOW_CHARS = 400, 40000         # `held LIST TOKEN`
+SHOWN_WIDTH = 76                            # longer lines of the text are wrapped
+SHOWN_ATTACHMENTS = 30
+SHOWN_FIELDS = 100
+# C0 and C1 controls (ESC, CSI ...), DEL, line and paragraph separators,
+# bidirectional marks, overrides and isolates, byte order marks, lone surrogates.
+UNSAFE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
+
+
+def shown(text, limit=200):
+    """One line of a stranger's text as mlmpipe shows it: tabs as spaces,
+    unsafe characters as U+FFFD, at most `limit` characters ("..." when cut).
+
+    >>> shown("a\\tb\\x1b[2J\\u202ec"), shown("x" * 10, 5)
+    ('a       b\ufffd[2J\ufffdc', 'xx...')
+    """
+    text = unsafe_replaced(str(text or "")[:limit * 8 + 8]).strip()
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def unsafe_replaced(text):
+    return UNSAFE_RE.sub("\ufffd", text.expandtabs(8))
+
+
+def text_lines(text, max_lines, max_chars):
+    """(lines, cut) of a stranger's text: each line shown() and wrapped at
+    SHOWN_WIDTH, leading and repeated blank lines dropped, at most max_lines
+    lines and max_chars characters; cut when some text is left out."""
+    import textwrap
+    head = text[:max_chars * 2 + 4096]
+    lines, size, blank = [], 0, False
+    for line in head.splitlines():
+        line = unsafe_replaced(line[:max_chars + 1]).rstrip()
+        if not line:
+            blank = bool(lines)
+            continue
+        pieces = ([""] if blank else []) + textwrap.wrap(line, SHOWN_WIDTH, break_on_hyphens=False)
+        blank = False
+        for piece in pieces:
+            if len(lines) >= max_lines or size + len(piece) > max_chars:
+                return lines, True
+            lines.append(piece)
+            size += len(piece) + 1
+    return lines, len(text) > len(head)
+
+
+def held_content(mail, text, max_lines, max_chars):
+    """What the owners may see of a held message's content, bounded and
+    safe: {"attachments": [(name, type, size)], "more": attachments not
+    listed, "how": "text", "raw", "opaque" or "none", "lines": [...],
+    "cut": bool}.  `text` is its stored text rendering, if it has one; else
+    the plain-text part, else the HTML as text, else -- when its content
+    breaks that reading -- the start of the raw body.  Never raises."""
+    content = {"attachments": [], "more": 0, "how": "none", "lines": [], "cut": False}
+    if mail is None:
+        return content
+    try:
+        parts = attached_parts(mail)
+        content["more"] = max(0, len(parts) - SHOWN_ATTACHMENTS)
+        content["attachments"] = [(shown(part_filename(mail.raw, p) or "(no name)", 100), shown(p.ctype, 80),
+                                   human_size(part_size(mail.raw, p))) for p in parts[:SHOWN_ATTACHMENTS]]
+    except Exception:
+        pass
+    how = "text"
+    if text is None:
+        try:
+            how, text = readable_text(mail)
+        except Exception:
+            how, text = "raw", mail.raw[mail.body_at:mail.body_at + max_chars * 2 + 4096].decode("utf-8", "replace")
+    content["how"] = how if text.strip() or how == "opaque" else "none"
+    content["lines"], content["cut"] = text_lines(text, max_lines, max_chars)
+    return content
+
+
+def readable_text(mail):
+    """("text", the message's readable text) without the converters' cost:
+    the plain-text part, else the HTML's text by the plain converter; a
+    signed or encrypted message's first plain-text part; ("opaque", "")
+    when it has no text."""
+    body = analyse(mail)
+    if body.text is not None:
+        return "text", body.text
+    if body.html is not None:
+        return "text", plain_text_of_html(body.html[:65536])
+    if body.opaque:
+        stack = [mail.tree]
+        while stack:
+            part = stack.pop()
+            if part.ctype == "text/plain" and not part.attachment and not part.children:
+                return "text", part.text(mail.raw)
+            stack.extend(reversed(part.children))
+        return "opaque", ""
+    return "text", ""
+
+
+def attached_parts(mail):
+    """The MIME parts beside the readable text (attachments, inline images;
+    a signed, encrypted or non-text message's parts), leaves only, in order."""
+    body = analyse(mail)
+    stack = [mail.tree] if body.opaque else list(reversed(body.attachments + body.related))
+    leaves = []
+    while stack and len(leaves) <= MAX_PARTS:
+        part = stack.pop()
+        if part.children:
+            stack.extend(reversed(part.children))
+        else:
+            leaves.append(part)
+    return leaves
+
+
+def part_filename(raw, part):
+    """A part's file name: Content-Disposition's filename, else Content-Type's
+    name, RFC 2231 and RFC 2047 forms decoded; "" when it has none."""
+    try:
+        fields = read_fields(raw, part.start, part.body)[0]
+        head = "".join("%s: %s\n" % (f.name, field_text(f)[:4096]) for f in fields
+                       if f.name in ("content-disposition", "content-type"))
+        return decode_words(str(email.message_from_string(head + "\n").get_filename() or ""))
+    except Exception:                           # a name is a courtesy: never a reason to fail
+        return ""
+
+
+def part_size(raw, part):
+    """A part's decoded size in bytes, base64 counted rather than decoded
+    (the notice is written under the database lock).
+
+    >>> raw = b"Content-Transfer-Encoding: base64\\n\\nQUJD\\nREVG\\nRw==\\n"
+    >>> part_size(raw, mime_tree(raw, *read_fields(raw)))
+    7
+    """
+    if part.cte != "base64":
+        return len(part.payload(raw)) if part.cte == "quoted-printable" else part.end - part.body
+    return (part.end - part.body - sum(raw.count(c, part.body, part.end) for c in (b"\n", b"\r", b" ", b"\t", b"="))
+            ) * 3 // 4
+
+
+def human_size(n):
+    """
+    >>> human_size(512), human_size(12345), human_size(3 << 20)
+    ('512 bytes', '12 KB', '3.0 MB')
+    """
+    if n < 1024:
+        return "%d bytes" % n
+    return "%d KB" % round(n / 1024) if n < 1 << 20 else "%.1f MB" % (n / (1 << 20))
+
+
+def content_lines(content, more):
+    """The lines that show held_content(): its attachments, then its text
+    quoted with "> " (or why there is none); `more` says where the rest is."""
+    attachments = content["attachments"]
+    lines = ["Attachments: %s" % ("none" if not attachments else len(attachments) + content["more"])]
+    lines += ["  %s (%s, %s)" % a for a in attachments]
+    lines += ["  and %d more" % content["more"]] if content["more"] else []
+    how = content["how"]
+    lines.append("")
+    if how == "opaque":
+        return lines + ["It has no plain text to show (signed, encrypted or not text)."]
+    if how == "none":
+        return lines + ["It has no text."]
+    lines.append("Its text as the sender wrote it%s:" % (
+        "" if how == "text" else " (it could not be read as text: the start of its body as it came)"))
+    lines += ["> " + line if line else ">" for line in content["lines"]]
+    lines.append("(the text goes on: %s)" % more if content["cut"] else "(end of the sender's text)")
+    return lines
 
 
 def notify(d, to, subject, text, **extra):
@@ -2453,7 +2642,7 @@ def distribute(cfg, db, log, message_id, mail=None):
         headers = outgoing_headers(mail, lst, settings, thread, row["message_id"], row["author"], munge)
         wrap = munge and settings["dmarc"] == "wrap"
     except Exception as exc:
-        return (0, 0), quarantine_stored(cfg, db, log, lst, settings, row, exc)
+        return (0, 0), quarantine_stored(cfg, db, log, lst, settings, row, exc, mail, rendering)
     groups = recipient_groups(db, thread, row["kind"])
     groups += watch_groups(db, lst, thread, row["kind"], mail, rendering)
     for fmt, follower, condition, params in groups:
@@ -2469,7 +2658,8 @@ def distribute(cfg, db, log, message_id, mail=None):
                     data = (wrapped(mail, row["author"], foot, headers) if wrap else
                             render_variant(mail, body, rendering, fmt, foot, headers))
                 except Exception as exc:
-                    return (recipients, batches), quarantine_stored(cfg, db, log, lst, settings, row, exc)
+                    return (recipients, batches), quarantine_stored(cfg, db, log, lst, settings, row, exc,
+                                                                    mail, rendering)
             for flags, addresses in sendmail_calls(cfg, lst, [r["address"] for r in rows]):
                 run_sendmail(cfg, flags, addresses, data, batch=True)
             after = rows[-1]["id"]
@@ -2524,7 +2714,7 @@ def json_list(ids):
     return "[%s]" % ",".join(str(int(i)) for i in ids)
 
 
-def quarantine_stored(cfg, db, log, lst, settings, row, exc):
+def quarantine_stored(cfg, db, log, lst, settings, row, exc, mail=None, rendering=None):
     """A stored message whose variants cannot be built: held for the owners (README: Broken and hostile mail)."""
     log.traceback()
     reason = "error: %s: %s" % (type(exc).__name__, clean_header(str(exc))[:200] or "no detail")
@@ -2532,7 +2722,8 @@ def quarantine_stored(cfg, db, log, lst, settings, row, exc):
     with write(db):
         db.execute("UPDATE messages SET status = 'held', reason = ?, owner_pid = NULL, lease_until = NULL "
                    "WHERE id = ?", (reason, row["id"]))
-        queue_owner_notices(db, cfg, lst, settings, source, row, reason)
+        queue_owner_notices(db, cfg, lst, settings, source, row, reason, mail,
+                            rendering.text if rendering is not None else None)
     send_outbox(cfg, db, lst, source=source)
     return "quarantined (%s)" % reason
 
@@ -2666,7 +2857,8 @@ def change_setting(d):
     column, value = SETTINGS[d.command.arg]
     set_member(d.db, member["id"], column, value)
     meaning = {
-        "all": "every message of each new thread", "first": "only the first message of each new thread",
+        "all": "every message of every thread, but for the threads you stop following",
+        "first": "each new thread's first message, and the replies of the threads you follow",
         "text": "plain text", "html": "HTML", "both": "text and HTML together (multipart/alternative)",
         "nomail": "no mail at all until you write to %s" % list_address(d.lst, "set-mail"),
         "mail": "mail again",
@@ -2677,8 +2869,10 @@ def change_setting(d):
     }[d.command.arg]
     if column == "digest" and value is not None:
         start_digest(d.db, d.lst, member["id"], value)
+    # (under L-request, what she receives is said once, after all its commands)
+    summary = "" if d.answers is not None else "\n" + member_summary(d.db, d.lst, member)
     notify(d, member["address"], "Your setting on %s: %s" % (d.lst["name"], d.command.arg),
-           "From now on you receive %s from %s.\n" % (meaning, d.lst["name"]))
+           "From now on you receive %s from %s.\n%s" % (meaning, d.lst["name"], summary))
 
 
 def thread_digest(d):
@@ -2813,8 +3007,12 @@ def request(d):
             + "\n".join(done))
     if unknown:
         text += "\nNot understood:\n%s\n" % "\n".join("  " + line for line in unknown)
+    member = member_by_address(d.db, d.lst, to)
+    member = member if member is not None and member["status"] != "deleted" else None
     if not done:
-        text += "\n" + help_text(d.lst)
+        text += "\n" + help_text(d.lst, d.db, member)
+    elif member is not None and any(line.split("\n", 1)[0][2:].lower().startswith("set") for line in done):
+        text += "\nYour settings now:\n\n" + member_summary(d.db, d.lst, member)
     notify(d, to, "Your commands to %s" % d.lst["name"], text, reply_to=reply_to)
     d.outcome = "request: %s" % (", ".join(line for line in (x.split("\n", 1)[0][2:] for x in done)) or "nothing")
 
@@ -2856,12 +3054,15 @@ def threads_text(db, lst):
 def send_help(d):
     """L-help: every command address; non-members may ask too."""
     to = d.member["address"] if d.member is not None and rule_automated(d) is None else requester(d)
-    notify(d, to, "Help for %s" % d.lst["name"], help_text(d.lst))
+    member = d.member if d.member is not None and d.member["address"] == to else None
+    notify(d, to, "Help for %s" % d.lst["name"], help_text(d.lst, d.db, member))
 
 
-def help_text(lst):
+def help_text(lst, db=None, member=None):
+    """Every command address; for a member, first what she receives."""
     a = lambda rest: list_address(lst, rest)          # noqa: E731
-    return (
+    yours = "You are a member of %s.\n\n%s\n" % (lst["name"], member_summary(db, lst, member)) if member else ""
+    return yours + (
         "Commands of the list %(n)s: write an empty message to an address.\n\n"
         "Posting\n  %(post)s  a message (a reply goes to its thread)\n"
         "  %(new)s  start a new thread\n  %(newname)s  start a new thread called NAME\n"
@@ -2873,7 +3074,8 @@ def help_text(lst):
         "  %(tdigest)s  THREAD's later messages as a digest (-weekly, -monthly; -off: one by one)\n\n"
         "Watches\n  %(watch)s  also get any message holding all these words\n"
         "  %(unwatch)s  stop that watch\n  %(watches)s  list your watches\n\n"
-        "Your settings\n  %(all)s / %(first)s  every message of new threads / only their first\n"
+        "Your settings\n  %(all)s / %(first)s  every message of every thread / each new thread's first\n"
+        "    message, and the replies of the threads you follow\n"
         "  %(text)s / %(html)s / %(both)s  the format you receive\n"
         "  %(nomail)s / %(mail)s  pause / resume delivery\n"
         "  %(digest)s  the later messages of all you follow as one digest a day\n"
@@ -2896,7 +3098,8 @@ def subscribe(d):
     address, lst, policy = requester(d), d.lst, d.settings["subscribe_policy"]
     if d.member is not None and d.member["address"] == address:
         notify(d, address, "You are already on %s" % lst["name"],
-               "%s is already a member of %s; nothing was changed.\n\n%s" % (address, lst["name"], help_text(lst)))
+               "%s is already a member of %s; nothing was changed.\n\n%s" % (
+                   address, lst["name"], help_text(lst, d.db, d.member)))
         return
     if policy == "domain" and split_address(address)[1] not in allowed_domains(d.settings):
         notify(d, address, "You cannot join %s" % lst["name"],
@@ -2916,7 +3119,10 @@ def subscribe(d):
                "The owners of %s decide who joins; they have your request.\n" % lst["name"])
         d.outcome = "held"
         return
-    ask_confirmation(d, address, "subscribe", "join", "You will get every new thread's first message.")
+    ask_confirmation(d, address, "subscribe", "join",
+                     "Once you confirm, you get every message of every thread, as plain text and HTML "
+                     "together; the welcome says how to get only each new thread's first message, "
+                     "another format, or digests.")
 
 
 def unsubscribe(d):
@@ -2965,13 +3171,65 @@ def confirm(d):
 
 
 def welcome(db, lst, source, address):
+    """The welcome: what she will get (her settings, as they are), the open threads and the commands."""
+    member = member_by_address(db, lst, address)
     queue_notice(db, lst, source, address, "Welcome to %s" % lst["name"],
-                 "Welcome to %s. You get the first message of every new thread, and the rest of the threads "
-                 "you follow.\n\nA thread you want to keep up with now and then can come as one digest a day, "
-                 "week or month\n(mailto:%s), and words you care about can reach you from any "
+                 "Welcome to %s.\n\n%s\nA thread you want to keep up with now and then can come as one digest "
+                 "a day, week or month\n(mailto:%s), and words you care about can reach you from any "
                  "thread\n(mailto:%s).\n\n%s\n%s" % (
-                     lst["name"], list_address(lst, "THREAD-digest-daily"), list_address(lst, "watch-WORD"),
-                     threads_text(db, lst), help_text(lst)))
+                     lst["name"], member_summary(db, lst, member), list_address(lst, "THREAD-digest-daily"),
+                     list_address(lst, "watch-WORD"), threads_text(db, lst), help_text(lst)))
+
+
+DIGEST_PERIOD_WORDS = {"daily": "a day", "weekly": "a week", "monthly": "a month"}
+FORMAT_WORDS = {"text": "plain text only", "html": "HTML only", "both": "plain text and HTML together"}
+
+
+def member_summary(db, lst, member):
+    """What a member receives, in words, with the addresses that change it
+    (README: Who receives what): her delivery, default, format, digests and
+    watches, as the database has them.  Paragraphs of at most 72 columns."""
+    import textwrap
+    member = member_by_id(db, member["id"]) or member        # (as it is now: a command may have changed it)
+    a = functools.partial(list_address, lst)
+    paragraphs, you = [], "You"
+    if member["status"] in ("nomail", "disabled"):
+        paragraphs.append(("Delivery to you is paused" if member["status"] == "nomail" else
+                           "Delivery to you is stopped because mail to you bounced")
+                          + ": you get nothing from %s until you write to mailto:%s" % (lst["name"], a("set-mail")))
+        you = "Then you"
+    if member["preference"]:
+        paragraphs.append(
+            "%s get every message of every thread: each new thread's first message and all its replies. "
+            "To stop getting a thread's replies, write to the address at the foot of its messages "
+            "(%s). To get only each new thread's first message, and the replies of the threads you "
+            "choose to follow: mailto:%s" % (you, a("THREAD-unsubscribe"), a("set-first")))
+    else:
+        paragraphs.append(
+            "%s get each new thread's first message; its replies only when you follow the thread. To "
+            "follow one, write to the address at the foot of its first message (%s); writing to a thread "
+            "makes you follow it too. To get every message of every thread: mailto:%s"
+            % (you, a("THREAD-subscribe"), a("set-all")))
+    paragraphs.append("Messages come to you as %s. Instead, %s" % (FORMAT_WORDS[member["format"]], "; ".join(
+        "%s: mailto:%s" % (FORMAT_WORDS[f], a("set-" + f)) for f in FORMATS if f != member["format"])))
+    if member["digest"]:
+        paragraphs.append("The replies of the threads you follow come as one digest %s; first messages "
+                          "still come at once. One by one again: mailto:%s"
+                          % (DIGEST_PERIOD_WORDS[member["digest"]], a("set-digest-off")))
+    else:
+        paragraphs.append("Replies come one by one. As one digest a day instead: mailto:%s "
+                          "(or -weekly, -monthly)" % a("set-digest-daily"))
+    own = thread_digests_of(db, member["id"])
+    if own:
+        paragraphs.append("Threads with a setting of their own: %s%s" % (", ".join(
+            "%s (%s)" % (name, "one by one" if mode == "off" else "one digest " + DIGEST_PERIOD_WORDS[mode])
+            for name, mode in own[:10]), ", ..." if len(own) > 10 else ""))
+    watches = watches_of(db, member["id"])
+    if watches:
+        paragraphs.append("You also get every message whose subject or text holds all the words of one "
+                          "of your watches: %s%s" % ("; ".join(watches[:10]), "; ..." if len(watches) > 10 else ""))
+    return "\n\n".join(textwrap.fill(p, 72, break_long_words=False, break_on_hyphens=False)
+                       for p in paragraphs) + "\n"
 
 
 def allowed_domains(settings):
@@ -4554,15 +4812,16 @@ def cmd_thread(cfg, args):
 
 
 def cmd_held(cfg, args):
-    """The held messages and requests; with TOKEN, one held message's header and text."""
+    """The held messages and requests; with TOKEN, one of them: its header
+    fields, why it is held, its attachments and its text (README: Held messages)."""
     db = open_db(cfg)
     lst = need_list(db, args["LIST"])
     rows = db.execute("SELECT m.*, (SELECT t.nonce FROM tokens t WHERE t.message = m.id AND t.purpose = 'hold' "
                       "AND t.used_by IS NULL ORDER BY t.expires DESC LIMIT 1) AS nonce FROM messages m "
                       "WHERE m.list_id = ? AND m.status = 'held' ORDER BY m.id", (lst["id"],)).fetchall()
     out = [{"token": r["nonce"] and r["nonce"] + token_tag(cfg, lst, "hold", r["nonce"]), "id": r["id"],
-            "reason": r["reason"], "sender": r["author"] or r["sender"],
-            "subject": r["subject"], "received": r["received"]} for r in rows]
+            "reason": shown(r["reason"], 300), "sender": shown(r["author"] or r["sender"]),
+            "subject": shown(r["subject"]), "received": r["received"]} for r in rows]
     out += [{"token": r["nonce"] + token_tag(cfg, lst, "join", r["nonce"]), "id": None,
              "reason": "asks to join a closed list", "sender": r["address"], "subject": "(subscription request)",
              "received": None}
@@ -4571,22 +4830,76 @@ def cmd_held(cfg, args):
                                 (lst["id"], now()))]
     if args["TOKEN"]:
         one = [r for r in out if args["TOKEN"].lower() in (r["token"], str(r["id"]))]
-        if not one or one[0]["id"] is None:
+        if not one:
             raise AdminError("no held message of %s has the token or number %s" % (lst["name"], args["TOKEN"]))
-        message = message_by_id(db, one[0]["id"])
-        mail = Mail(read_archived(cfg, message))
-        print("".join(header_line(f).decode("ascii") for f in mail.fields), end="")
-        print("\n(held: %s)\n" % message["reason"])
-        try:
-            print(read_archived(cfg, message, ".txt").decode("utf-8", "replace"))
-        except FileNotFoundError:
-            print(plain_text_of_html(text_of(mail.raw[mail.body_at:mail.body_at + 65536])))
+        request = one[0]["id"] is None
+        view = one[0] if request else held_view(cfg, lst, message_by_id(db, one[0]["id"]), one[0])
+        if args["--json"]:
+            print_json(view)
+        elif request:
+            print_safe("%s asks to join the closed list %s.\nTo let them in: mlmpipe approve %s %s\n"
+                       "To refuse: mlmpipe reject %s %s" % (view["sender"], lst["name"], lst["name"], view["token"],
+                                                          lst["name"], view["token"]))
+        else:
+            print_safe("\n".join(held_view_lines(lst, view)))
         return 0
     if args["--json"]:
         print_json(out)
     for r in [] if args["--json"] else out:
-        print("%s  %-30s %s  (%s)" % (r["token"], r["sender"], r["subject"], r["reason"]))
+        print_safe("%s  %-30s %s  (%s)" % (r["token"] or r["id"], r["sender"], r["subject"], r["reason"]))
     return 0
+
+
+def held_view(cfg, lst, message, listed):
+    """One held message for `held LIST TOKEN`, bounded and safe for a terminal:
+    `listed` (its row of `held LIST`) with its header fields, attachments and text."""
+    view = dict(listed, recipient=shown(message["recipient"], 100), fields=[], more_fields=0,
+                archive=archive_path(cfg, message["list_id"], message["id"], ".eml"))
+    try:
+        mail = Mail(read_archived(cfg, message))
+    except FileNotFoundError:
+        mail = None
+    text = None
+    try:                                        # (4 bytes a character at most: enough to tell it goes on)
+        with open(archive_path(cfg, message["list_id"], message["id"], ".txt"), "rb") as f:
+            text = f.read((SHOW_CHARS * 2 + 4096) * 4 + 4).decode("utf-8", "replace")
+    except FileNotFoundError:                   # quarantined: its content is read here as far as it goes
+        pass
+    if mail is not None:
+        view["fields"] = [[shown(b"".join(f.lines).partition(b":")[0].strip().decode("ascii"), 60),
+                           shown(decode_words(field_text(f)), 240)] for f in mail.fields[:SHOWN_FIELDS]]
+        view["more_fields"] = max(0, len(mail.fields) - SHOWN_FIELDS)
+    content = held_content(mail, text, SHOW_LINES, SHOW_CHARS)
+    view["attachments"] = [{"name": n, "type": t, "size": s} for n, t, s in content["attachments"]]
+    view["more_attachments"] = content["more"]
+    view["text"] = {"how": content["how"] if mail is not None else "missing", "lines": content["lines"],
+                    "cut": content["cut"]}
+    return view
+
+
+def held_view_lines(lst, view):
+    """held_view() as lines for a terminal, shaped like the owners' notice."""
+    ref = view["token"] or str(view["id"])
+    lines = ["Held message %d of %s, token %s" % (view["id"], lst["name"], ref),
+             "A message to %s, received %s UTC, is held." % (view["recipient"], view["received"]),
+             "Why: %s" % view["reason"], ""]
+    if view["text"]["how"] == "missing":
+        return lines + ["Its archived copy %s is missing." % view["archive"]]
+    lines += ["%s: %s" % (name, value) for name, value in view["fields"]]
+    lines += ["(and %d more header fields)" % view["more_fields"]] if view["more_fields"] else []
+    content = {"attachments": [(a["name"], a["type"], a["size"]) for a in view["attachments"]],
+               "more": view["more_attachments"], **view["text"]}
+    lines += [""] + content_lines(content, "the whole message, as it came, is %s" % view["archive"])
+    return lines + ["", "To send it to the list: mlmpipe approve %s %s" % (lst["name"], ref),
+                    "To reject it: mlmpipe reject %s %s [--reason=TEXT]" % (lst["name"], ref),
+                    "As it came: %s" % view["archive"]]
+
+
+def print_safe(text):
+    """Print text (its controls already gone) in the terminal's encoding;
+    what that cannot show becomes "?"."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    print(text.encode(encoding, "replace").decode(encoding, "replace"))
 
 
 def cmd_approve(cfg, args):

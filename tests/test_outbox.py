@@ -190,7 +190,7 @@ def test_quarantined_post_is_kept_for_the_owners(make_list):
     (held,) = ml.json("held", ml.name)
     assert held["reason"].startswith("error:") and "grow" in held["reason"], held
     shown = ml.cli("held", ml.name, held["token"]).stdout.decode()
-    assert "Subject: Ampersands" in shown and "held: error:" in shown
+    assert "Subject: Ampersands" in shown and "Why: error:" in shown
     proc = ml.cli("approve", ml.name, held["token"], check=False)
     assert proc.returncode == 1 and b"still cannot be read" in proc.stderr
     assert not ml.admin_calls()
