@@ -4211,12 +4211,6 @@ class Found:
         self.problems.append((where, reason))
 
 
-def shown(text, width=60):
-    """`text` safe to print in one line of an error: no controls, bounded."""
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= width else text[:width] + "..."
-
-
 def address_of_line(line, columns=None):
     """The member address on one line of a member list (lower case), and the
     fields the line gives ({"digest": "daily"}, {"status": "nomail"}), or
@@ -4257,7 +4251,7 @@ def address_of_line(line, columns=None):
     elif "<" in line or ">" in line:
         found = ANGLE_RE.match(line)
         if not found:
-            raise ValueError("no address in <...>: %s" % shown(line))
+            raise ValueError("no address in <...>: %s" % shown(line, 60))
         candidate = found.group(2)
     elif paren:
         candidate = paren.group(1)
@@ -4265,7 +4259,7 @@ def address_of_line(line, columns=None):
         candidate = line
     candidate = candidate.strip()
     if not valid_address(candidate):
-        raise ValueError("not a valid mail address: %s" % shown(candidate or line))
+        raise ValueError("not a valid mail address: %s" % shown(candidate or line, 60))
     return candidate.lower(), fields
 
 
@@ -4336,7 +4330,7 @@ def read_ezmlm_entries(found, data, where, fields=None):
         text = chunk.decode("utf-8", "replace")
         if not text.startswith("T") or not valid_address(text[1:]):
             found.problem("%s: entry %d" % (where, number), "not an ezmlm subscriber entry (T and an address): %s"
-                          % shown(text))
+                          % shown(text, 60))
             continue
         found.add(text[1:].lower(), dict(fields or {}))
 
@@ -4524,7 +4518,7 @@ def read_export(found, data):
     for key, value in settings.items():
         try:
             if not isinstance(value, str):
-                raise ValueError("%s must be text" % shown(key))
+                raise ValueError("%s must be text" % shown(key, 60))
             checked_setting(key, value)
         except ValueError as exc:
             raise AdminError("the export's list.settings: %s" % exc)
@@ -4535,7 +4529,7 @@ def read_export(found, data):
         where = "members[%d]" % i
         address = m.get("address")
         if not isinstance(address, str) or not valid_address(address):
-            found.problem("%s: %s" % (found.name, where), "not a valid mail address: %s" % shown(str(address)))
+            found.problem("%s: %s" % (found.name, where), "not a valid mail address: %s" % shown(str(address), 60))
             continue
         address = address.lower()
         if address in members:
@@ -4561,13 +4555,14 @@ def read_export(found, data):
         if not isinstance(name, str) or len(name) > 64 or not THREAD_NAME_RE.match(name) \
                 or number < 1 or not name.endswith(str(number)):
             raise AdminError("%s: %s is not a thread name ending in its number %s"
-                             % (where, shown(str(name)), number))
+                             % (where, shown(str(name), 60), number))
         if name in threads or number in (x["number"] for x in threads.values()):
             raise AdminError("%s: thread %s or number %d is there twice" % (where, name, number))
         parent = t.get("parent")
         if parent is not None and (not isinstance(parent, str) or parent not in threads
                                    or threads[parent]["number"] >= number):
-            raise AdminError("%s: its parent %s is not an earlier thread of the export" % (where, shown(str(parent))))
+            raise AdminError("%s: its parent %s is not an earlier thread of the export"
+                             % (where, shown(str(parent), 60)))
         threads[name] = {"name": name, "number": number, "parent": parent,
                          "subject": checked(t, "subject", where, "text", "") or "",
                          "status": checked(t, "status", where, THREAD_STATUSES, "new"),
@@ -4585,13 +4580,13 @@ def read_export(found, data):
             return address
         if address in skipped:
             return None
-        raise AdminError("%s: %s is not a member in the export" % (where, shown(address)))
+        raise AdminError("%s: %s is not a member in the export" % (where, shown(address, 60)))
 
     for i, o in enumerate(entries(top, "overrides")):
         where = "overrides[%d]" % i
         address = member_of(o, where)
         if not isinstance(o.get("thread"), str) or o["thread"] not in threads:
-            raise AdminError("%s: %s is not a thread of the export" % (where, shown(str(o.get("thread")))))
+            raise AdminError("%s: %s is not a thread of the export" % (where, shown(str(o.get("thread")), 60)))
         if address is not None:
             export["overrides"].append({"thread": o["thread"], "address": address,
                                         "subscribed": checked(o, "subscribed", where, "bool"),
