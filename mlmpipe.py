@@ -4034,6 +4034,9 @@ POSTFIX_MAP = "mlmpipe_transport"          # in Postfix's directory: "DOMAIN mlm
 POSTFIX_STATE = "mlmpipe_state.json"       # beside it: the lines mlmpipe replaced
 POSTFIX_ALIASES = "postfix-aliases"        # beside the database: local(8) runs the command as its owner
 SERVICE = "mlmpipe unix - n n - 10 pipe"   # master.cf: name type private unpriv chroot wakeup maxproc command
+POSTFIX_PARAMETERS = ("default_database_type", "mydestination", "relay_domains", "transport_maps",
+                      "mlmpipe_destination_recipient_limit", "relay_recipient_maps", "alias_maps",
+                      "owner_request_special", "recipient_delimiter")
 QMAIL_SENDMAIL = "/var/qmail/bin/sendmail"
 
 
@@ -4213,7 +4216,12 @@ class Postfix:
         if writing and not (os.access(self.dir, os.W_OK) and os.access(self.path("main.cf"), os.W_OK)):
             raise AdminError("cannot change Postfix's configuration in %s as this user: run the command as root"
                              % self.dir)
-        self.maptype = self.get("default_database_type")
+        # postconf waits until main.cf is a second old before it reads it, so
+        # everything is read once, before the first change
+        self.values = self.read_values()
+        self.expanded = self.read_values("-x")
+        self.maptype = self.values["default_database_type"]
+        self.service_line = self.run("postconf", "-M", "mlmpipe/unix").strip()
         self.state = {}
         if os.path.exists(self.path(POSTFIX_STATE)):
             import json
@@ -4238,8 +4246,26 @@ class Postfix:
             raise AdminError("%s failed: %s" % (" ".join(argv), why))
         return done.stdout
 
+    def read_values(self, *options):
+        """{name: value} of the parameters mlmpipe reads; "" for one Postfix does not know."""
+        values = dict.fromkeys(POSTFIX_PARAMETERS, "")
+        for line in self.run("postconf", *options, *POSTFIX_PARAMETERS).splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() in values:
+                values[name.strip()] = value.strip()
+        return values
+
     def get(self, name, expand=False):
-        return self.run("postconf", *(["-x"] if expand else []) + ["-h", name]).rstrip("\n")
+        return (self.expanded if expand else self.values)[name]
+
+    def edit(self, name, value):
+        """postconf -e, or -X when VALUE is None."""
+        if value is None:
+            self.run("postconf", "-X", name)
+        else:
+            self.run("postconf", "-e", "%s = %s" % (name, value))
+        self.values[name] = self.expanded[name] = value or ""
+        self.changed = True
 
     def domains(self, name):
         """The literal domains a list parameter names, expanded (tables left out)."""
@@ -4298,8 +4324,7 @@ class Postfix:
         record = self.remember("main.cf", name, self.block("main.cf", self.parameter(name)), base)
         record["set"] = value
         self.save()
-        self.run("postconf", "-e", "%s = %s" % (name, value))
-        self.changed = True
+        self.edit(name, value)
         say("main.cf: %s = %s" % (name, value))
 
     def list_base(self, name):
@@ -4325,16 +4350,17 @@ class Postfix:
         record = originals.get(name)
         if record is not None and config_items(value) == config_items(record["value"]):
             if record["text"] is None:
-                self.run("postconf", "-X", name)
+                self.edit(name, None)
                 say("main.cf: removed %s (it was not set before)" % name)
             elif self.put_back("main.cf", self.parameter(name), record["text"]):
+                self.values[name] = self.expanded[name] = value
                 say("main.cf: %s as it was before mlmpipe: %s" % (name, record["value"]))
             else:
-                self.run("postconf", "-e", "%s = %s" % (name, value))
+                self.edit(name, value)
                 say("main.cf: %s = %s" % (name, value))
             del originals[name]
         else:
-            self.run("postconf", "-e", "%s = %s" % (name, value))
+            self.edit(name, value)
             say("main.cf: %s = %s" % (name, value))
             if final:
                 originals.pop(name, None)
@@ -4372,8 +4398,9 @@ class Postfix:
             return False
         first, end = found
         before = text.splitlines(keepends=True)
-        if lines[first + 1:end] != [line for line in before[1:] if not is_continuation(line)]:
-            return False
+        if [line for line in lines[first + 1:end] if not is_continuation(line)] != \
+                [line for line in before[1:] if not is_continuation(line)]:
+            return False                    # comments or blank lines around it changed since
         replace_file(self.path(file), "".join(lines[:first] + before + lines[end:]).encode(
             "utf-8", "surrogateescape"), keep=self.path(file))
         return True
@@ -4477,7 +4504,7 @@ def postfix_route(cfg, db, lst, pf, say):
         domains[domain] = "mlmpipe:"
         pf.write_table(table, MAP_HEADER, ["%s mlmpipe:" % d for d in domains], "postmap")
         say("%s: %s mlmpipe: (postmap %s:%s)" % (table, domain, pf.maptype, table))
-    have = pf.run("postconf", "-M", "mlmpipe/unix").strip()
+    have = pf.service_line
     if have.split() != want.split():
         pf.end_with_newline("master.cf")
         pf.remember("master.cf", "mlmpipe/unix", pf.block("master.cf", pf.service), have)
@@ -4537,7 +4564,7 @@ def postfix_unroute(cfg, db, lst, pf, say):
     pf.unset("mlmpipe_destination_recipient_limit", say)
     record = pf.state.get("master.cf", {}).pop("mlmpipe/unix", None)
     if record is not None:
-        have = pf.run("postconf", "-M", "mlmpipe/unix").strip()
+        have = pf.service_line
         if have.split() != service_line(cfg, need_delivery_user(cfg)).split():
             say("master.cf: left the service mlmpipe as it is (changed since mlmpipe wrote it)")
         elif record["text"] is None:
