@@ -4214,8 +4214,9 @@ class Postfix:
         default = self.run("postconf", "-d", "-h", "config_directory").strip()
         self.command = "postfix" if self.dir == default else "postfix -c %s" % self.dir
         if writing and not (os.access(self.dir, os.W_OK) and os.access(self.path("main.cf"), os.W_OK)):
-            raise AdminError("cannot change Postfix's configuration in %s as this user: run the command as root"
-                             % self.dir)
+            import pwd
+            raise AdminError("cannot change Postfix's configuration in %s as user %s: run this command as root"
+                             % (self.dir, pwd.getpwuid(os.geteuid()).pw_name))
         # postconf waits until main.cf is a second old before it reads it, so
         # everything is read once, before the first change
         self.values = self.read_values()

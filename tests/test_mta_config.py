@@ -562,7 +562,21 @@ def test_newlist_hint_names_the_mta_of_the_configuration(make_site):
         "newlist", "systers", "--owner=owner@example.net")
 
 
-# Printing ################################################################
+# Printing and the examples ##################################################
+
+def test_every_command_line_of_the_examples_names_the_configuration():
+    """pipe(8), local(8) and qmail-local pass no $MLMPIPE_CONFIG: each example's command has -c."""
+    root = Path(mlmpipe.__file__).parent
+    commands = []
+    for path in [root / "README.md"] + sorted((root / "examples").rglob("*")):
+        if path.is_file() and path.suffix != ".py":
+            commands += [(path.name, line) for line in path.read_text().splitlines()
+                         if "mlmpipe deliver" in line and ("argv=" in line or "|" in line)]
+    assert len(commands) >= 8, commands
+    assert [c for c in commands if "mlmpipe deliver -c /etc/mlmpipe.cfg" not in c[1]] == []
+    assert (root / "examples" / "dot-qmail" / ".qmail-postmaster").read_text().splitlines()[-1].startswith("&")
+
+
 
 def test_printing_writes_nothing_and_every_command_line_has_the_config(site, tmp_path):
     before = site.files()
