@@ -4226,8 +4226,12 @@ class Postfix:
         self.state = {}
         if os.path.exists(self.path(POSTFIX_STATE)):
             import json
-            with open(self.path(POSTFIX_STATE), encoding="utf-8") as f:
-                self.state = json.load(f)
+            try:
+                with open(self.path(POSTFIX_STATE), encoding="utf-8") as f:
+                    self.state = json.load(f)
+            except ValueError:
+                raise AdminError("%s is not the record mlmpipe wrote there (broken JSON): mend it or "
+                                 "put back what mlmpipe changed by hand" % self.path(POSTFIX_STATE))
         self.changed = False
 
     def path(self, name):
