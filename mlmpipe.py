@@ -4190,64 +4190,73 @@ LAST_LINES = 20
 
 def cmd_log(cfg, args):
     """mlmpipe's log lines of one message (and Postfix's, from the mail log), or its last lines."""
+    import collections
     message_id = (args["MESSAGE_ID"] or "").strip().strip("<>")
     if args["MESSAGE_ID"] is not None and not re.fullmatch(r"[!-;=?-~]{1,250}", message_id):
         raise AdminError("%r is not a Message-ID (write it as in the message's header, "
                          "with or without <>)" % args["MESSAGE_ID"])
-    where, lines = log_source(cfg)
+    where, lines = log_source(cfg, last=not message_id)
     if not message_id:
-        mine = [line for line in lines() if cfg.log not in ("syslog", "stderr") or MLMPIPE_TAG.search(line)]
+        mine = collections.deque((line for line in lines() if cfg.log not in ("syslog", "stderr")
+                                  or MLMPIPE_TAG.search(line)), maxlen=LAST_LINES)
         if not mine:
             raise AdminError("no line of mlmpipe in %s" % where)
-        print("\n".join(mine[-LAST_LINES:]))
+        print("\n".join(mine))
         return 0
     key = "message-id=<%s>" % message_id
-    queue_ids = {found.group(1) for found in (POSTFIX_QUEUE_ID.search(line) for line in lines() if key in line)
-                 if found}
-    said = [line for line in lines() if key in line or queue_ids and (
-        POSTFIX_QUEUE_ID.search(line) is not None and POSTFIX_QUEUE_ID.search(line).group(1) in queue_ids)]
+    queue_ids = {queue_id(line) for line in lines() if key in line} - {None}
+    said = [line for line in lines() if key in line or queue_ids and queue_id(line) in queue_ids]
     if not said:
         raise AdminError("no line about %s in %s" % (key, where))
     print("\n".join(said))
     return 0
 
 
-def log_source(cfg):
-    """(where the log is, in words; a function giving its lines, oldest first)."""
+def queue_id(line):
+    """The Postfix queue id a mail log line is about, or None."""
+    found = POSTFIX_QUEUE_ID.search(line)
+    return found.group(1) if found else None
+
+
+def log_source(cfg, last=False):
+    """(where the log is, in words; a function giving its lines, oldest first).
+    last: only mlmpipe's last lines are wanted."""
     if cfg.log not in ("syslog", "stderr"):
-        def from_file():
-            try:
-                with open(cfg.log, encoding="utf-8", errors="replace") as f:
-                    return f.read().splitlines()
-            except FileNotFoundError:
-                return []
-            except OSError as exc:
-                raise AdminError("cannot read the log file %s (%s)" % (cfg.log, exc.strerror or exc))
-        return "the log file %s" % cfg.log, from_file
+        return "the log file %s" % cfg.log, functools.partial(read_lines, [cfg.log], missing_ok=True)
     files = [path for path in MAIL_LOGS if os.access(path, os.R_OK)]
     if files:
-        def from_files():
-            lines = []
-            for path in files:
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    lines += f.read().splitlines()
-            return lines
-        return ", ".join(files), functools.lru_cache(maxsize=None)(from_files)
+        return ", ".join(files), functools.partial(read_lines, files)
     import shutil
     journalctl = shutil.which("journalctl")
     if journalctl is None:
         raise AdminError("log = %s, and neither %s nor journalctl can be read here; search the mail log "
                          "for the Message-ID as README's Logs shows" % (cfg.log, " nor ".join(MAIL_LOGS)))
-    argv = [journalctl, "--no-pager", "--quiet", "-o", "short"] + [
-        x for tag in ("mlmpipe",) + POSTFIX_TAGS for x in ("-t", tag)]
+    tags = ("mlmpipe",) if last else ("mlmpipe",) + POSTFIX_TAGS
+    argv = [journalctl, "--no-pager", "--quiet", "-o", "short"] + [x for tag in tags for x in ("-t", tag)] + (
+        ["-n", str(LAST_LINES)] if last else [])
 
+    @functools.lru_cache(maxsize=None)
     def from_journal():
         try:
-            done = subprocess.run(argv, capture_output=True, timeout=120)
+            done = subprocess.run(argv, capture_output=True, timeout=300)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise AdminError("journalctl failed (%s)" % exc)
         return done.stdout.decode("utf-8", "replace").splitlines()
-    return "journalctl -t mlmpipe -t postfix/… (the systemd journal)", functools.lru_cache(maxsize=None)(from_journal)
+    return "journalctl -t mlmpipe -t postfix/... (the systemd journal)", from_journal
+
+
+def read_lines(paths, missing_ok=False):
+    """The lines of some files, one after the other, without their line ends (read as they are needed)."""
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    yield line.rstrip("\n")
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+        except OSError as exc:
+            raise AdminError("cannot read %s (%s)" % (path, exc.strerror or exc))
 
 
 # `mlmpipe check` (README: Checking an installation): each problem is one
@@ -4496,9 +4505,15 @@ class Postfix:
 
     def __init__(self, directory):
         self.dir = directory
+        self.answers = {}
 
     def run(self, tool, *args):
-        """(exit status, output) of a Postfix tool; (None, why) when it cannot run."""
+        """(exit status, output) of a Postfix tool; (None, why) when it cannot run.  Asked once."""
+        if (tool,) + args not in self.answers:
+            self.answers[(tool,) + args] = self.ask(tool, *args)
+        return self.answers[(tool,) + args]
+
+    def ask(self, tool, *args):
         try:
             done = subprocess.run([postfix_tool(tool) or tool] + (["-c", self.dir] if self.dir else []) + list(args),
                                   capture_output=True, timeout=60)
@@ -4770,6 +4785,13 @@ def qmail_home(found, root, name, domain, prefix, local):
     """(home, user, extension prefix) where qmail looks for the list's .qmail files, and the
     delivery user learnt from it; None (a problem said) when qmail routes the domain elsewhere."""
     import pwd
+    if prefix is None and local is not None and domain not in local:
+        found.problem("mail for %s@%s does not reach mlmpipe: %s is in neither control/virtualdomains nor "
+                      "control/locals of %s" % (name, domain, domain, root),
+                      "run: mlmpipe mta-config qmail %s --apply" % name)
+        return None
+    user, _, ext = (prefix or "").partition("-")
+    ext = ext + "-" if ext else ""
     if found.args["--dir"]:
         home = found.args["--dir"]
         if not os.path.isdir(home):
@@ -4777,23 +4799,19 @@ def qmail_home(found, root, name, domain, prefix, local):
             return None
         user = owner_name(os.stat(home))
         found.runs_as(user, "the owner of %s" % home)
-        ext = (prefix or "").partition("-")[2]
-        return home, user, ext + "-" if ext else ""
+        return home, user, ext
     if prefix is not None:
-        user, _, ext = prefix.partition("-")
         try:
             home = pwd.getpwnam(user).pw_dir
         except KeyError:
             found.problem("control/virtualdomains gives %s to the user %s, who does not exist" % (domain, user),
-                          "run: adduser --system %s" % user)
+                          "run: mlmpipe mta-config qmail %s --apply" % name)
             return None
-        ext = ext + "-" if ext else ""
-    elif local is not None and domain in local:
-        user, home, ext = "alias", os.path.join(root, "alias"), ""
+    elif local is not None:
+        user, home = "alias", os.path.join(root, "alias")
     else:
-        found.problem("mail for %s@%s does not reach mlmpipe: %s is in neither control/virtualdomains nor "
-                      "control/locals of %s" % (name, domain, domain, root),
-                      "run: mlmpipe mta-config qmail %s --apply" % name)
+        found.problem("check cannot read %s, so it cannot tell where qmail delivers mail for %s" % (
+            os.path.join(root, "control", "locals"), domain), "name the home of the .qmail files with --dir=HOME")
         return None
     if not os.path.isdir(home):
         found.problem("the home %s of the qmail user %s does not exist" % (home, user),

@@ -543,3 +543,24 @@ def test_qmail_sendmail_not_qmails(inst):
     inst.write_config(sendmail=FAKE_SENDMAIL)
     reported(qmail_check(inst, home), "verp = qmail, but the sendmail program %s is not qmail's" % FAKE_SENDMAIL,
              "; set sendmail = /var/qmail/bin/sendmail")
+
+
+def test_qmail_domain_routed_nowhere(inst):
+    home = qmail(inst)
+    (inst.root / "qmail" / "control" / "virtualdomains").write_text("other.example.org:lists\n")
+    reported(qmail_check(inst, home), "mail for %s@%s does not reach mlmpipe: %s is in neither "
+             "control/virtualdomains nor control/locals" % (LIST, DOMAIN, DOMAIN),
+             "; run: mlmpipe mta-config qmail %s --apply" % LIST)
+
+
+@pytest.mark.skipif(os.path.isdir(pwd.getpwnam("nobody").pw_dir), reason="nobody has a home here")
+def test_qmail_home_from_the_virtual_user(inst):
+    """Without --dir the home is the virtual domain's user's: here nobody, whose home does not exist."""
+    qmail(inst)
+    (inst.root / "qmail" / "control" / "virtualdomains").write_text("%s:nobody\n" % DOMAIN)
+    inst.write_config(qmail_prefix="nobody-")
+    done = inst.run("check")
+    assert done.returncode == 1, done
+    reported([x[len("problem: "):] for x in done.stdout.splitlines()],
+             "the home %s of the qmail user nobody does not exist" % pwd.getpwnam("nobody").pw_dir,
+             "; run: mlmpipe mta-config qmail %s --apply" % LIST)
