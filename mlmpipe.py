@@ -393,30 +393,92 @@ def read_ini(text, section):
 
 
 class Log:
-    """One line per event to syslog (facility mail), stderr or a file."""
+    """One line per event to syslog (facility mail), stderr or a file, never
+    nowhere: when syslog is unreachable (no /dev/log, or nothing listens on
+    it) or the file cannot be written, the lines go to stderr.
 
-    def __init__(self, target):
-        self.target = target
+    Under the MTA (`mta`) stderr is the MTA's log and the bounce, and
+    Postfix reads a status code at its start: there the lines are kept,
+    not written, and run_deliver writes one line per message; tracebacks
+    never reach stderr (README: Logs)."""
 
-    def __call__(self, line):
-        line = line.replace("\n", " ")
+    SOCKET = "/dev/log"           # the syslog socket (tests point it elsewhere)
+    PRIORITY = 2 * 8 + 6          # facility mail, severity info
+
+    def __init__(self, target, mta=False):
+        self.target, self.mta = target, mta
+        self.context = ""         # ends every line: message-id=<...> of the message at hand
+        self.fallback = None      # why lines meant for syslog or a file go to stderr
+        self.kept = None          # under the MTA: the last line for stderr (run_deliver writes it)
+        self.sock = self.stream = None
+        self.announced = False
+
+    def __call__(self, line, traceback=False):
+        line = line.replace("\n", " ").replace("\r", " ")
+        if self.context and self.context not in line:
+            line = "%s %s" % (line, self.context)
         try:
-            if self.target == "syslog":
-                import syslog
-                syslog.openlog("mlmpipe", syslog.LOG_PID, syslog.LOG_MAIL)
-                syslog.syslog(syslog.LOG_INFO, line)
-            elif self.target == "stderr":
-                sys.stderr.write("mlmpipe: %s\n" % line)
-            else:
-                with open(self.target, "a", encoding="utf-8") as f:
-                    f.write("%s mlmpipe[%d]: %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), os.getpid(), line))
+            if self.target == "syslog" and self.fallback is None and self.to_syslog(line):
+                return
+            if self.target not in ("syslog", "stderr") and self.fallback is None:
+                try:
+                    with open(self.target, "a", encoding="utf-8") as f:
+                        f.write("%s mlmpipe[%d]: %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), os.getpid(), line))
+                    return
+                except OSError as exc:
+                    self.fallback = "cannot write the log file %s: %s" % (self.target, exc.strerror or exc)
+            self.to_stderr(line, traceback)
         except OSError:
             pass                  # logging never costs a message
+
+    def to_syslog(self, line):
+        """Send one line to the syslog socket; False (self.fallback says why) when that fails."""
+        data = ("<%d>%s %2d %s mlmpipe[%d]: %s" % (
+            self.PRIORITY, time.strftime("%b"), time.localtime().tm_mday, time.strftime("%H:%M:%S"),
+            os.getpid(), line)).encode("utf-8", "replace")[:8000]
+        error = None
+        for _ in range(2):        # a syslog daemon restarted since the last line: connect again
+            try:
+                if self.sock is None:
+                    self.sock, self.stream = syslog_socket(self.SOCKET)
+                self.sock.send(data + b"\0" if self.stream else data)
+                return True
+            except OSError as exc:             # (a timeout too)
+                error, self.sock = exc, None
+        self.fallback = "syslog unreachable at %s: %s" % (self.SOCKET, getattr(error, "strerror", None) or error)
+        return False
+
+    def to_stderr(self, line, traceback):
+        if self.mta:
+            if not traceback:
+                self.kept = line
+            return
+        if self.fallback is not None and not self.announced:
+            sys.stderr.write("mlmpipe: %s; the log goes to stderr (see 'mlmpipe check')\n" % self.fallback)
+            self.announced = True
+        sys.stderr.write("mlmpipe: %s\n" % line)
 
     def traceback(self):
         import traceback
         for line in traceback.format_exc().splitlines():
-            self(line)
+            self(line, traceback=True)
+
+
+def syslog_socket(path):
+    """A socket connected to the syslog daemon's socket at `path` (datagram,
+    else stream), and whether it is a stream; OSError when nothing listens."""
+    import socket
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        sock = socket.socket(socket.AF_UNIX, kind)
+        try:
+            sock.settimeout(1.0)
+            sock.connect(path)
+            return sock, kind == socket.SOCK_STREAM
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EPROTOTYPE:
+                raise
+    raise OSError(errno.EPROTOTYPE, "neither a datagram nor a stream socket")
 
 
 # Addresses ##################################################################
@@ -1283,6 +1345,12 @@ def unsent_notices(db, lst, source=None):
                                      (lst["id"],))]
 
 
+def notice_recipients(db, lst, source):
+    """Whom the notices of one incoming message go to, in the order queued (for its log line)."""
+    return [r[0] for r in db.execute("SELECT recipient FROM outbox WHERE list_id = ? AND source = ? ORDER BY id",
+                                     (lst["id"], source))]
+
+
 def claim_notice(db, notice):
     """Inside a transaction: take an unsent outbox row for this process (None
     when it is sent, or another live process is sending it)."""
@@ -2061,8 +2129,9 @@ class Delivery:
         self.dmarc_answers = []    # fresh DNS answers for dmarc_cache: (name, record, expires)
         self.answers = None        # L-request: the answers its commands give, sent as one
         self.request_lines = []    # L-request: the subject and first lines of the body
-        self.outcome = "done"      # what the log line says happened
+        self.outcome = "ok"        # what the log line says happened
         self.sent = (0, 0)         # recipients, batches
+        self.distributed = False   # whether this delivery distributed a stored message
 
 
 def read_message(stdin, max_kb):
@@ -2082,7 +2151,8 @@ def read_message(stdin, max_kb):
 
 
 def deliver(cfg, log, stdin, env, recipient=None, sender=None):
-    """Handle one message from the MTA; raise an Outcome or return None (done)."""
+    """Handle one message from the MTA; raise an Outcome or return None (done).
+    Once the message is read, it logs one line whatever happens (log_line)."""
     started = time.time()
     recipient = clean_header(recipient_address(recipient, env, cfg.qmail_prefix)).strip("<>")
     if not recipient:
@@ -2095,36 +2165,85 @@ def deliver(cfg, log, stdin, env, recipient=None, sender=None):
     except OSError as exc:
         raise temporary_for(exc, "entering the archive %s (run 'mlmpipe init')" % cfg.archive)
     raw, oversize = read_message(stdin, cfg.max_message_kb)
-    if oversize:
-        raise Refuse("5.3.4 message too large for mlmpipe (limit %d KB)" % cfg.max_message_kb, EX_NOPERM)
-    mail = Mail(raw)
-    if not mail.fields:
-        raise Refuse("5.6.0 the message is empty or has no header", EX_DATAERR)
-    db = open_db(cfg)
-    d = Delivery(cfg, db, log, mail, recipient, sender)
-    find_list(d)
+    d = Delivery(cfg, None, log, Mail(raw), recipient, sender)
+    log.context = "message-id=<%s>" % d.message_id
     try:
+        if oversize:
+            raise Refuse("5.3.4 message too large for mlmpipe (limit %d KB)" % cfg.max_message_kb, EX_NOPERM)
+        if not d.mail.fields:
+            raise Refuse("5.6.0 the message is empty or has no header", EX_DATAERR)
+        d.db = open_db(cfg)
+        find_list(d)
         if d.member is not None and d.member["status"] == "disabled" and not d.word.passive \
                 and rule_automated(d) is None:
             reenable(d)
         handle(d)
     except Outcome as outcome:
-        d.outcome = "%s %s" % (type(outcome).__name__.lower(), outcome.sentence)
+        d.outcome = "%s %s" % (OUTCOME_WORDS.get(type(outcome), "outcome"), outcome.sentence)
         outcome.logged = True
         raise
     except Exception as exc:
         log.traceback()
-        if not environmental(exc):              # the content broke something: park it for the owners
+        if d.word is not None and not environmental(exc):   # the content broke something: park it for the owners
             quarantine(d, exc)
             return
-        outcome = temporary_for(exc, "delivering")
+        outcome = temporary_for(exc, "delivering") if environmental(exc) else Temporary(
+            "4.3.0 mlmpipe: internal error; the message is kept and will be retried (details in the mail log)")
         d.outcome, outcome.logged = "temporary " + outcome.sentence, True
         raise outcome from exc
     finally:
         remove_spool(d.spool)
-        log("list=%s thread=%s message=<%s> outcome=%s recipients=%d batches=%d seconds=%.3f" % (
-            d.lst["name"], d.thread["name"] if d.thread else "-", d.message_id, d.outcome,
-            d.sent[0], d.sent[1], time.time() - started))
+        log(log_line(d, time.time() - started))
+
+
+OUTCOME_WORDS = {Outcome: "ok", Discard: "discarded", Refuse: "refused", Temporary: "temporary"}
+
+
+def log_line(d, seconds):
+    """The one log line of an incoming message (README: Logs): its list and
+    command (or the address, when that names nothing), thread, outcome, how
+    many copies went out, who got an answer, and its Message-ID last."""
+    if d.word is None or d.command.thread is not None and d.thread is None and d.plan is None:
+        said = ["list=%s" % (d.lst["name"] if d.lst else "-"), "recipient=%s" % d.recipient]
+    else:
+        said = ["list=%s" % d.lst["name"], "command=%s" % command_name(d.command)]
+    if d.thread is not None:
+        said.append("thread=%s" % d.thread["name"])
+    said.append("outcome=%s" % d.outcome)
+    if d.distributed:
+        said.append("sent=%d batches=%d" % d.sent)
+    answered = answered_by(d)
+    if answered:
+        said.append("answered=%s" % ",".join(answered))
+    said.append("seconds=%.3f message-id=<%s>" % (seconds, d.message_id))
+    return " ".join(said)
+
+
+def command_name(command):
+    """A command as the log names it: post, new, reply, subscribe, set-first,
+    digest-daily, watch, ... (never its argument: a token or words)."""
+    if command.word in ("set", "digest"):
+        return "%s-%s" % (command.word, command.arg)
+    return command.word
+
+
+def answered_by(d):
+    """Who got mlmpipe's notices about this message: "sender", "owners",
+    or the address (a member told of a probe, a confirmation elsewhere)."""
+    if d.lst is None or d.db is None:
+        return []
+    try:
+        found = notice_recipients(d.db, d.lst, d.source)
+    except sqlite3.Error:
+        return []
+    asking = {a.lower() for a in (d.author, d.sender) if a}
+    owner = {o.lower() for o in owners(d.settings)} if d.settings else set()
+    said = []
+    for address in found:
+        who = "sender" if address.lower() in asking else "owners" if address.lower() in owner else address
+        if who not in said:
+            said.append(who)
+    return said
 
 
 def find_list(d):
@@ -2178,11 +2297,12 @@ def finish_handling(d):
     """After the commit: the archive files in place, the outbox sent, the stored message distributed."""
     if d.stored is not None and d.spool is not None:
         place_spool(d.cfg, d.spool, d.stored)
-    send_outbox(d.cfg, d.db, d.lst, source=d.source)
+    send_outbox(d.cfg, d.db, d.lst, source=d.source, log=d.log)
     if d.distribute is not None:                 # (this message's own copy, parsed already, if it is the one)
         same = d.stored is not None and d.stored["id"] == d.distribute
         d.sent, outcome = distribute(d.cfg, d.db, d.log, d.distribute, d.mail if same else None)
-        d.outcome = outcome if d.outcome == "done" or outcome != "sent" else d.outcome
+        d.outcome = outcome if d.outcome == "ok" or outcome != "sent" else d.outcome
+        d.distributed = True
     if d.redeliver is not None:
         d.outcome = "approved command: " + redeliver(d.cfg, d.db, d.log, d.redeliver)
 
@@ -2724,7 +2844,7 @@ def quarantine_stored(cfg, db, log, lst, settings, row, exc, mail=None, renderin
                    "WHERE id = ?", (reason, row["id"]))
         queue_owner_notices(db, cfg, lst, settings, source, row, reason, mail,
                             rendering.text if rendering is not None else None)
-    send_outbox(cfg, db, lst, source=source)
+    send_outbox(cfg, db, lst, source=source, log=log)
     return "quarantined (%s)" % reason
 
 
@@ -2743,7 +2863,7 @@ def queue_notice(db, lst, source, to, subject, text, reply_to=None, envelope=Non
                    (lst["id"], source, to, envelope, subject, text, reply_to, in_reply_to, digest, now()))
 
 
-def send_outbox(cfg, db, lst, source=None):
+def send_outbox(cfg, db, lst, source=None, log=None):
     """Send the notices of one incoming message (`source`), or every notice
     of the list that its process left unsent (cron).  Returns how many."""
     sent = 0
@@ -2757,7 +2877,7 @@ def send_outbox(cfg, db, lst, source=None):
         except Exception as exc:                # a notice mlmpipe cannot build is dropped, never retried forever
             if environmental(exc):
                 raise
-            Log(cfg.log)("list=%s notice %d to %s dropped: %s: %s" % (
+            (log or Log(cfg.log))("list=%s notice %d to %s dropped: %s: %s" % (
                 lst["name"], row["id"], row["recipient"], type(exc).__name__, exc))
             data = None
         if data is not None:
@@ -3788,7 +3908,7 @@ def cmd_cron(cfg, args):
         settings = list_settings(db, lst)
         done = (finish_orphans(cfg, db, log, lst) + expire(db, lst) + close_idle_threads(db, lst, settings)
                 + bounce_housekeeping(cfg, db, lst, settings) + queue_digests(db, lst))
-        left = send_outbox(cfg, db, lst)
+        left = send_outbox(cfg, db, lst, log=log)
         done += ["notices_sent=%d" % left] * bool(left)
         log("cron list=%s %s" % (lst["name"], " ".join(done) or "nothing to do"))
     return 0
@@ -3872,9 +3992,11 @@ def finish_orphans(cfg, db, log, lst):
     finished = []
     for row in messages_with_status(db, lst, "sending"):
         try:
-            (recipients, _), outcome = distribute(cfg, db, log, row["id"])
+            (recipients, batches), outcome = distribute(cfg, db, log, row["id"])
         except Temporary:                       # still being sent, or not in the archive yet
             continue
+        log("list=%s command=cron outcome=%s (an interrupted distribution) sent=%d batches=%d message-id=<%s>"
+            % (lst["name"], outcome, recipients, batches, row["message_id"]))
         finished.append("%s(%d recipients, %s)" % (row["message_id"], recipients, outcome))
     return ["orphans_finished=%s" % ",".join(finished)] * bool(finished)
 
@@ -4941,7 +5063,7 @@ def held_action(cfg, args, action):
         else:
             message = message_by_id(db, message["id"])
             outcome, distribute_id = decide_held(db, cfg, lst, source, message, approve, args["--reason"] or "")
-    send_outbox(cfg, db, lst, source=source)
+    send_outbox(cfg, db, lst, source=source, log=log)
     if message is not None:
         said = "%s message %d" % (outcome, message["id"])
         if distribute_id is not None:
@@ -4951,7 +5073,8 @@ def held_action(cfg, args, action):
                                                         thread_by_id(db, message["thread_id"])["name"])
         elif approve and message["kind"] == "command":
             said += ": " + redeliver(cfg, db, log, message)
-    log("list=%s outcome=%s by the command line" % (lst["name"], said))
+    log("list=%s command=%s by=command-line outcome=%s%s" % (
+        lst["name"], action, said, " message-id=<%s>" % message["message_id"] if message is not None else ""))
     print(said)
     return 0
 
@@ -5799,35 +5922,687 @@ QMAIL_ALIAS_TEMPLATE = """\
 """
 
 
+# `mlmpipe log [MESSAGE_ID]`: one message's way through mlmpipe and, when
+# mlmpipe logs to syslog, through Postfix: the queue ids whose cleanup line
+# names the Message-ID, then every line of those queue ids (README: Logs).
+MAIL_LOGS = ("/var/log/mail.log.1", "/var/log/mail.log")      # rsyslog's mail log, oldest first
+POSTFIX_TAGS = ("postfix/smtpd", "postfix/cleanup", "postfix/qmgr", "postfix/pipe", "postfix/local",
+                "postfix/smtp", "postfix/lmtp", "postfix/bounce", "postfix/pickup", "postfix/error",
+                "postfix/virtual", "postfix/postdrop", "postfix/sendmail")
+POSTFIX_QUEUE_ID = Pattern(r"\bpostfix[\w.-]*/[\w/.-]+\[\d+\]: ([0-9A-Za-z]{6,20}): ")
+MLMPIPE_TAG = Pattern(r"\bmlmpipe\[\d+\]: ")
+LAST_LINES = 20
+
+
+def cmd_log(cfg, args):
+    """mlmpipe's log lines of one message (and Postfix's, from the mail log), or its last lines."""
+    import collections
+    message_id = (args["MESSAGE_ID"] or "").strip().strip("<>")
+    if args["MESSAGE_ID"] is not None and not re.fullmatch(r"[!-;=?-~]{1,250}", message_id):
+        raise AdminError("%r is not a Message-ID (write it as in the message's header, "
+                         "with or without <>)" % args["MESSAGE_ID"])
+    where, lines = log_source(cfg, last=not message_id)
+    if not message_id:
+        mine = collections.deque((line for line in lines() if cfg.log not in ("syslog", "stderr")
+                                  or MLMPIPE_TAG.search(line)), maxlen=LAST_LINES)
+        if not mine:
+            raise AdminError("no line of mlmpipe in %s" % where)
+        print("\n".join(mine))
+        return 0
+    key = "message-id=<%s>" % message_id
+    queue_ids = {queue_id(line) for line in lines() if key in line} - {None}
+    said = [line for line in lines() if key in line or queue_ids and queue_id(line) in queue_ids]
+    if not said:
+        raise AdminError("no line about %s in %s" % (key, where))
+    print("\n".join(said))
+    return 0
+
+
+def queue_id(line):
+    """The Postfix queue id a mail log line is about, or None."""
+    found = POSTFIX_QUEUE_ID.search(line)
+    return found.group(1) if found else None
+
+
+def log_source(cfg, last=False):
+    """(where the log is, in words; a function giving its lines, oldest first).
+    last: only mlmpipe's last lines are wanted."""
+    if cfg.log not in ("syslog", "stderr"):
+        return "the log file %s" % cfg.log, functools.partial(read_lines, [cfg.log], missing_ok=True)
+    files = [path for path in MAIL_LOGS if os.access(path, os.R_OK)]
+    if files:
+        return ", ".join(files), functools.partial(read_lines, files)
+    import shutil
+    journalctl = shutil.which("journalctl")
+    if journalctl is None:
+        raise AdminError("log = %s, and neither %s nor journalctl can be read here; search the mail log "
+                         "for the Message-ID as README's Logs shows" % (cfg.log, " nor ".join(MAIL_LOGS)))
+    tags = ("mlmpipe",) if last else ("mlmpipe",) + POSTFIX_TAGS
+    argv = [journalctl, "--no-pager", "--quiet", "-o", "short"] + [x for tag in tags for x in ("-t", tag)] + (
+        ["-n", str(LAST_LINES)] if last else [])
+
+    @functools.lru_cache(maxsize=None)
+    def from_journal():
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise AdminError("journalctl failed (%s)" % exc)
+        return done.stdout.decode("utf-8", "replace").splitlines()
+    return "journalctl -t mlmpipe -t postfix/... (the systemd journal)", from_journal
+
+
+def log_file_lines(paths, missing_ok=False):
+    """The lines of some files, one after the other, without their line ends (read as they are needed)."""
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    yield line.rstrip("\n")
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+        except OSError as exc:
+            raise AdminError("cannot read %s (%s)" % (path, exc.strerror or exc))
+
+
+# `mlmpipe check` (README: Checking an installation): each problem is one
+# sentence with its fix.  The delivery user is the one the MTA runs mlmpipe
+# as: the user= of the Postfix pipe(8) service, the owner of the alias
+# database local(8) reads, the owner of the qmail home that holds the
+# .qmail file; else the user running check (as root: the database's owner).
+
+class Checkup:
+    """What `check` finds: problems, each with its fix, and the delivery user."""
+
+    def __init__(self, cfg, args):
+        self.cfg, self.args = cfg, args
+        self.problems = []
+        self.user = None          # pwd entry of the delivery user
+        self.why = ""             # how check knows it is the delivery user
+        self.users = []           # (pwd entry, why) the MTA wiring names, list by list
+        self.db_files = []        # (path, stat) of the database and its -wal and -shm, before check opens it
+
+    def problem(self, sentence, fix):
+        if "%s; %s" % (sentence, fix) not in self.problems:
+            self.problems.append("%s; %s" % (sentence, fix))
+
+    def runs_as(self, name, why):
+        import pwd
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            self.problem("%s names the user %s, who does not exist" % (why, name),
+                         "run: adduser --system --group %s (or make install)" % name)
+            return
+        if all(entry.pw_uid != u.pw_uid for u, _ in self.users):
+            self.users.append((entry, why))
+
+    @property
+    def who(self):
+        return "%s (%s)" % (self.user.pw_name, self.why)
+
+
 def cmd_check(cfg, args):
-    """Say in plain words what is wrong with the installation."""
-    problems = []
-    if not os.path.exists(cfg.path):
-        problems.append("the configuration file %s does not exist" % cfg.path)
-    if not cfg.secret:
-        problems.append("no secret in %s: run 'mlmpipe init'" % cfg.path)
-    try:
-        db = open_db(cfg)
-        db.execute("SELECT count(*) FROM lists").fetchone()
-        if os.stat(cfg.database).st_mode & 0o077:
-            problems.append("the database %s can be read by other users (chmod 600)" % cfg.database)
-    except (Outcome, sqlite3.Error, OSError) as exc:
-        problems.append(str(exc).split(" ", 1)[-1].replace("mlmpipe: ", ""))
-    if not os.path.isdir(cfg.archive):
-        problems.append("the archive %s does not exist: run 'mlmpipe init'" % cfg.archive)
-    else:
-        if not os.access(cfg.archive, os.W_OK):
-            problems.append("the archive %s is not writable by this user" % cfg.archive)
-        if os.stat(cfg.archive).st_mode & 0o077:
-            problems.append("the archive %s can be read by other users (chmod 700)" % cfg.archive)
-    if not (os.path.isfile(cfg.sendmail) and os.access(cfg.sendmail, os.X_OK)):
-        problems.append("the sendmail program %s is missing or not executable" % cfg.sendmail)
-    for p in problems:
+    """Say in plain words what is wrong with the installation, and how to fix it."""
+    found = Checkup(cfg, args)
+    lists = check_database(found)
+    if cfg.verp == "qmail":
+        check_qmail(found, lists)
+    elif postfix_tool("postconf"):
+        check_postfix(found, lists)
+    choose_delivery_user(found)
+    check_config(found)
+    check_log(found)
+    check_files(found)
+    check_archive(found)
+    check_sendmail(found)
+    check_bytecode(found)
+    for p in found.problems:
         print("problem: %s" % p)
-    if not problems:
-        print("ok: configuration %s, database %s, archive %s, sendmail %s"
-              % (cfg.path, cfg.database, cfg.archive, cfg.sendmail))
-    return 1 if problems else 0
+    if not found.problems:
+        print("ok: configuration %s, database %s (%s), archive %s, sendmail %s, log %s, delivery user %s"
+              % (cfg.path, cfg.database, plural(len(lists), "list"), cfg.archive, cfg.sendmail, cfg.log, found.who))
+    return 1 if found.problems else 0
+
+
+def choose_delivery_user(found):
+    import pwd
+    if len(found.users) > 1:
+        found.problem("the MTA runs mlmpipe as %s, but one user must own the database"
+                      % " and as ".join("%s (%s)" % (u.pw_name, why) for u, why in found.users),
+                      "run: mlmpipe mta-config ... --apply for each list, so that one user runs them all")
+    if found.users:
+        found.user, found.why = found.users[0]
+    elif os.geteuid() == 0 and os.path.exists(found.cfg.database):
+        found.user, found.why = pwd.getpwuid(os.stat(found.cfg.database).st_uid), "the owner of the database"
+    else:
+        found.user, found.why = pwd.getpwuid(os.geteuid()), "the user running check"
+
+
+def may(user, path, want):
+    """Whether `user` (a pwd entry) may read (4), write (2) or enter (1) `path`, by its mode bits."""
+    if user.pw_uid == os.geteuid():
+        return os.access(path, {4: os.R_OK, 2: os.W_OK, 1: os.X_OK}[want])
+    st = os.stat(path)
+    if user.pw_uid == 0:
+        return True
+    if st.st_uid == user.pw_uid:
+        return bool(st.st_mode >> 6 & want)
+    if st.st_gid in os.getgrouplist(user.pw_name, user.pw_gid):
+        return bool(st.st_mode >> 3 & want)
+    return bool(st.st_mode & want)
+
+
+def owner_name(st):
+    import pwd
+    try:
+        return pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        return "uid %d" % st.st_uid
+
+
+def check_owned(found, what, path, recursive=False, st=None):
+    """`path` belongs to the delivery user and nobody else reads or changes it; whether it belongs to her."""
+    st = st or os.stat(path)
+    mine = st.st_uid == found.user.pw_uid
+    if not mine:
+        found.problem("%s %s belongs to %s, not to the delivery user %s" % (what, path, owner_name(st), found.who),
+                      "run: chown %s%s %s" % ("-R " if recursive else "", found.user.pw_name, path))
+    if st.st_mode & 0o077:
+        found.problem("%s %s can be %s by other users" % (what, path, "read" if st.st_mode & 0o044 else "changed"),
+            "run: chmod %o %s" % (0o700 if os.path.isdir(path) else 0o600, path))
+    return mine
+
+
+def check_config(found):
+    cfg, path = found.cfg, found.cfg.path
+    if not os.path.exists(path):
+        found.problem("the configuration file %s does not exist" % path,
+                      "run: make install (README: Installation), or name another file with -c FILE")
+        return
+    if check_owned(found, "the configuration file", path) and not may(found.user, path, 4):
+        found.problem("the configuration file %s cannot be read by the delivery user %s" % (path, found.who),
+                      "run: chown %s %s" % (found.user.pw_name, path))
+    if not cfg.secret:
+        found.problem("the configuration file %s has no secret, so no token can be made" % path,
+                      "run: mlmpipe init")
+
+
+def check_log(found):
+    cfg = found.cfg
+    if cfg.log == "syslog":
+        try:
+            syslog_socket(Log.SOCKET)[0].close()
+        except OSError as exc:
+            found.problem("log = syslog, but no syslog daemon listens on %s (%s), so mlmpipe's log lines go "
+                          "to stderr: under the MTA one line per message into its log, the rest lost"
+                          % (Log.SOCKET, exc.strerror or exc),
+                          "run: apt-get install rsyslog (or set log = /var/log/mlmpipe.log in %s)" % cfg.path)
+    elif cfg.log != "stderr":
+        there = cfg.log if os.path.exists(cfg.log) else os.path.dirname(os.path.abspath(cfg.log))
+        if not os.path.exists(there) or not may(found.user, there, 2):
+            found.problem("the log file %s cannot be written by the delivery user %s, so its lines go to stderr"
+                          % (cfg.log, found.who),
+                          "run: touch %s && chown %s %s" % (cfg.log, found.user.pw_name, cfg.log))
+
+
+def check_database(found):
+    """The database opens read-only and has the current schema; returns its lists."""
+    cfg = found.cfg
+    if not os.path.exists(cfg.database):
+        found.problem("the database %s does not exist" % cfg.database, "run: mlmpipe init")
+        return []
+    found.db_files = [(path, os.stat(path)) for path in (cfg.database, cfg.database + "-wal", cfg.database + "-shm")
+                      if os.path.exists(path)]
+    try:
+        import urllib.parse
+        db = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(os.path.abspath(cfg.database)), uri=True,
+                             timeout=cfg.db_timeout)
+        db.row_factory = sqlite3.Row
+        version, wanted = db.execute("PRAGMA user_version").fetchone()[0], read_schema().version
+        if version != wanted:
+            found.problem("the database %s has schema version %d, and this mlmpipe needs %d" % (
+                cfg.database, version, wanted), "run: mlmpipe init (it migrates the database)"
+                if version < wanted else "install the newer mlmpipe that wrote it")
+            return []
+        return db.execute("SELECT name, domain FROM lists ORDER BY domain, name").fetchall()
+    except sqlite3.Error as exc:
+        found.problem("the database %s cannot be read (%s)" % (cfg.database, exc),
+                      "restore it from a backup, or move it away and run: mlmpipe init")
+        return []
+
+
+def check_files(found):
+    """The database and its -wal and -shm files: the delivery user's alone; its directory writable by her."""
+    cfg = found.cfg
+    if not found.db_files:
+        return
+    for path, st in found.db_files:
+        check_owned(found, "the database", path, st=st)
+    directory = os.path.dirname(os.path.abspath(cfg.database))
+    if not may(found.user, directory, 2):
+        found.problem("the delivery user %s cannot write the directory %s, where the database's -wal and "
+                      "-shm files are made" % (found.who, directory),
+                      "run: chown %s %s" % (found.user.pw_name, directory))
+
+
+def check_archive(found):
+    archive = found.cfg.archive
+    if not os.path.isdir(archive):
+        found.problem("the archive %s does not exist" % archive, "run: mlmpipe init")
+        return
+    if check_owned(found, "the archive", archive, recursive=True) and not may(found.user, archive, 2):
+        found.problem("the archive %s cannot be written by the delivery user %s" % (archive, found.who),
+                      "run: chown -R %s %s" % (found.user.pw_name, archive))
+
+
+def check_sendmail(found):
+    cfg = found.cfg
+    if not (os.path.isfile(cfg.sendmail) and os.access(cfg.sendmail, os.X_OK)):
+        found.problem("the sendmail program %s is missing or not executable" % cfg.sendmail,
+                      "set sendmail = in %s to the MTA's (Postfix: /usr/sbin/sendmail, qmail: "
+                      "/var/qmail/bin/sendmail)" % cfg.path)
+
+
+def check_bytecode(found):
+    """The compiled mlmpipe that `python -m mlmpipe` runs is the one of this source."""
+    import importlib.util
+    source = os.path.join(HERE, "mlmpipe.py")
+    try:
+        st = os.stat(source)
+        cached = importlib.util.cache_from_source(source)
+    except (OSError, NotImplementedError):
+        return
+    fix = "run make install again (or: %s -m compileall -q %s)" % (sys.executable, source)
+    try:
+        with open(cached, "rb") as f:
+            header = f.read(16)
+    except FileNotFoundError:
+        where = os.path.dirname(cached) if os.path.isdir(os.path.dirname(cached)) else HERE
+        if not may(found.user, where, 2):
+            found.problem("%s has no compiled bytecode that the delivery user %s could use or write, so Python "
+                          "compiles it for every message" % (source, found.who), fix)
+        return
+    except OSError:
+        return
+    flags = int.from_bytes(header[4:8], "little")
+    if flags & 1:
+        with open(source, "rb") as f:
+            fresh = header[8:16] == importlib.util.source_hash(f.read())
+    else:
+        fresh = header[8:16] == (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + (
+            st.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    if header[:4] != importlib.util.MAGIC_NUMBER or not fresh:
+        found.problem("the compiled bytecode %s is not that of %s (an upgrade that was not compiled), so Python "
+                      "compiles mlmpipe again for every message" % (cached, source), fix)
+
+
+# Postfix: the pipe(8) way (a transport map entry for the list's domain, a
+# pipe service running mlmpipe) or the alias way (local(8), alias_maps).
+
+def postfix_tool(name):
+    import shutil
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin",
+                                                    "/usr/local/sbin"]))
+
+
+class PostfixReader:
+    """postconf, postmap and postalias on one configuration directory."""
+
+    def __init__(self, directory):
+        self.dir = directory
+        self.answers = {}
+
+    def run(self, tool, *args):
+        """(exit status, output) of a Postfix tool; (None, why) when it cannot run.  Asked once."""
+        if (tool,) + args not in self.answers:
+            self.answers[(tool,) + args] = self.ask(tool, *args)
+        return self.answers[(tool,) + args]
+
+    def ask(self, tool, *args):
+        try:
+            done = subprocess.run([postfix_tool(tool) or tool] + (["-c", self.dir] if self.dir else []) + list(args),
+                                  capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return None, str(exc)
+        return done.returncode, (done.stdout + done.stderr if done.returncode else done.stdout).decode(
+            "utf-8", "replace").strip()
+
+    def get(self, name, expand=True):
+        """A parameter's value, its $names expanded; expand=False: as main.cf sets it ("" when it does not)."""
+        code, out = self.run("postconf", *(["-x"] if expand else ["-n"]) + ["-h", name])
+        return "" if code != 0 or "unknown parameter" in out else out
+
+    def items(self, name):
+        """A list parameter's items (commas and white space separate them)."""
+        return [x for x in re.split(r"[\s,]+", self.get(name)) if x]
+
+    def lookup(self, tool, key, table):
+        """The value of `key` in a lookup table, None when absent; AdminError-free: (value, failure)."""
+        code, out = self.run(tool, "-q", key, table)
+        if code == 0:
+            return out.splitlines()[0] if out else "", None
+        if code == 1 and "fatal" not in out and "warning" not in out:
+            return None, None
+        return None, out.splitlines()[-1] if out else "exit %s" % code
+
+    def services(self):
+        """master.cf's services: {(name, type): [command, args...]} (continuations joined, { } grouped)."""
+        code, out = self.run("postconf", "-M")
+        found = {}
+        for line in out.splitlines() if code == 0 else []:
+            fields = re.findall(r"\{[^{}]*\}|\S+", line)
+            if len(fields) >= 8:
+                found[(fields[0], fields[1])] = fields[7:]
+        return found
+
+
+def pipe_service(command):
+    """A pipe(8) service's attributes: {'flags': ..., 'user': ..., 'null_sender': ..., 'argv': [...]}."""
+    if not command or command[0] != "pipe":
+        return None
+    attrs, args = {}, command[1:]
+    while args:
+        arg = args.pop(0)
+        if arg == "-o" and args:
+            args.pop(0)
+            continue
+        key, eq, value = arg.partition("=")
+        if key == "argv":
+            attrs["argv"] = [value] + args
+            break
+        if eq:
+            attrs[key] = value.strip("{} ")
+    return attrs
+
+
+def runs_mlmpipe(argv, cfg):
+    """What is wrong with a command that should run `mlmpipe deliver` with this configuration (None: nothing)."""
+    words = [w.strip("\"'") for w in argv]
+    if not words:
+        return "it runs no command"
+    program = words[0]
+    is_mlmpipe = any(os.path.basename(w) in ("mlmpipe", "mlmpipe.py") for w in words) or "mlmpipe" in [
+        b for a, b in zip(words, words[1:]) if a == "-m"]
+    if not is_mlmpipe or "deliver" not in words:
+        return "it does not run mlmpipe deliver"
+    if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+        return "its program %s is missing or not executable" % program
+    conf = "/etc/mlmpipe.cfg"
+    for a, b in zip(words, words[1:] + [""]):
+        if a in ("-c", "--config"):
+            conf = b
+        elif a.startswith("--config="):
+            conf = a.partition("=")[2]
+        elif a.startswith("-c") and not a.startswith("--"):
+            conf = a[2:]
+    if os.path.abspath(conf) != os.path.abspath(cfg.path) and not (
+            os.path.exists(conf) and os.path.exists(cfg.path) and os.path.samefile(conf, cfg.path)):
+        return "it runs mlmpipe with the configuration %s, not %s" % (conf, cfg.path)
+    return None
+
+
+def check_postfix(found, lists):
+    cfg = found.cfg
+    pf = PostfixReader(found.args["--dir"] or PostfixReader(None).get("config_directory") or "/etc/postfix")
+    main_cf, master_cf = os.path.join(pf.dir, "main.cf"), os.path.join(pf.dir, "master.cf")
+    if not os.path.exists(main_cf):
+        found.problem("there is no Postfix configuration in %s" % pf.dir, "name it with check --dir=DIR")
+        return
+    services = pf.services()
+    for lst in lists:
+        name, domain = lst["name"], lst["domain"]
+        apply = "run: mlmpipe mta-config postfix %s --apply%s" % (name, " --dir=%s" % pf.dir
+                                                                  if found.args["--dir"] else "")
+        transport = postfix_transport(found, pf, name, domain)
+        service = services.get((transport, "unix")) if transport else None
+        pipe = pipe_service(service)
+        if pipe is not None and runs_mlmpipe(pipe.get("argv", []), cfg) is None:
+            check_pipe_way(found, pf, lst, transport, pipe, master_cf)
+            continue
+        alias = alias_of_list(found, pf, name)
+        if alias is not None and runs_mlmpipe(alias[0], cfg) is None:
+            check_alias_way(found, pf, lst, alias[1])
+            continue
+        if transport and pipe is not None:
+            why = "the transport map sends %s to the %s service of %s, but %s" % (
+                domain, transport, master_cf, runs_mlmpipe(pipe.get("argv", []), cfg))
+        elif transport and transport not in ("local", "virtual", "smtp", "relay", "lmtp", "error", "discard"):
+            why = "the transport map sends %s to %s:, which is no pipe service of %s" % (domain, transport, master_cf)
+        elif alias is not None:
+            why = "the alias %s in %s %s" % (name, alias[1], runs_mlmpipe(alias[0], cfg))
+        else:
+            why = "no transport map entry or alias leads it there"
+        found.problem("mail for %s@%s does not reach mlmpipe: %s" % (name, domain, why), apply)
+
+
+def postfix_transport(found, pf, name, domain):
+    """The transport that transport_maps give the list's addresses ("" when none)."""
+    for key in ("%s@%s" % (name, domain), domain):
+        for table in pf.items("transport_maps"):
+            value, failure = pf.lookup("postmap", key, table)
+            if failure:
+                found.problem("Postfix cannot read its transport map %s (%s)" % (table, failure),
+                              "run: postmap %s" % table)
+            if value is not None:
+                return value.partition(":")[0].strip()
+    return ""
+
+
+def alias_of_list(found, pf, name):
+    """The command of the alias `name` in alias_maps, as words, and the table (None when absent)."""
+    for table in pf.items("alias_maps"):
+        value, failure = pf.lookup("postalias", name, table)
+        if failure:
+            found.problem("Postfix cannot read its alias map %s (%s)" % (table, failure),
+                          "run: postalias %s" % table)
+        for target in re.findall(r'"\|([^"]*)"|\|(\S[^,]*)', value or ""):
+            return (target[0] or target[1]).split(), table
+    return None
+
+
+def destination(pf, domain, parameter):
+    """Whether `domain` is among a Postfix destination parameter's domains or tables."""
+    for item in pf.items(parameter):
+        if item.lower() == domain:
+            return True
+        if ":" in item and pf.lookup("postmap", domain, item)[0] is not None:
+            return True
+    return False
+
+
+def check_pipe_way(found, pf, lst, transport, pipe, master_cf):
+    """A list whose domain goes to a pipe(8) service running mlmpipe."""
+    domain, postconf = lst["domain"], "postconf -c %s" % pf.dir
+    if not any(destination(pf, domain, p) for p in ("relay_domains", "mydestination", "virtual_mailbox_domains")):
+        found.problem("Postfix refuses mail for %s: the domain is in none of relay_domains, mydestination "
+                      "or virtual_mailbox_domains" % domain, "run: %s -e 'relay_domains = %s'" % (
+                          postconf, ", ".join(x for x in (pf.get("relay_domains", expand=False), domain) if x)))
+    flags, service = pipe.get("flags", ""), "the %s service of %s" % (transport, master_cf)
+    for flag, harm in (("u", "lower-cases the VERP addresses that name members in bounces"),
+                       ("F", "puts a From_ line before the header")):
+        if flag in flags:
+            found.problem("%s has flags=%s, and %s %s" % (service, flags, flag, harm),
+                          "remove %s from flags= in %s, then run: postfix reload" % (flag, master_cf))
+    if pipe.get("null_sender", None) != "":
+        found.problem("%s lacks null_sender= (bounces would come from MAILER-DAEMON instead of the empty sender)"
+                      % service, "add null_sender= to it in %s, then run: postfix reload" % master_cf)
+    words = " ".join(pipe.get("argv", []))
+    if "${recipient}" not in words and "${original_recipient}" not in words or "${sender}" not in words:
+        found.problem("%s does not give mlmpipe --recipient=${recipient} --sender=${sender}" % service,
+                      "run: mlmpipe mta-config postfix %s --apply" % lst["name"])
+    user = pipe.get("user", "").partition(":")[0]
+    if user in ("root", "0") or not user:
+        found.problem("%s has %s, and pipe(8) runs no command as root" % (
+            service, "user=" + user if user else "no user="),
+                      "run: mlmpipe mta-config postfix %s --apply (it names the mlmpipe user)" % lst["name"])
+    else:
+        found.runs_as(user, "user= of %s" % service)
+    limit = pf.get("%s_destination_recipient_limit" % transport) or pf.get("default_destination_recipient_limit")
+    if limit.strip() != "1":
+        found.problem("%s_destination_recipient_limit is %s, so one run of mlmpipe would get several "
+                      "recipients" % (transport, limit or "not set"),
+                      "run: %s -e %s_destination_recipient_limit=1 && postfix reload" % (postconf, transport))
+
+
+def check_alias_way(found, pf, lst, table):
+    """A list reached through an alias that local(8) runs (list names without '-')."""
+    name, domain, postconf = lst["name"], lst["domain"], "postconf -c %s" % pf.dir
+    if not destination(pf, domain, "mydestination"):
+        found.problem("the alias %s in %s serves only the domains of mydestination, and %s is not one" % (
+            name, table, domain), "run: mlmpipe mta-config postfix %s --apply (the pipe way)" % name)
+    if "-" in name:
+        found.problem("the list name %s holds a '-', which the alias way cuts at" % name,
+                      "run: mlmpipe mta-config postfix %s --apply (the pipe way)" % name)
+    if pf.get("owner_request_special").lower() != "no":
+        found.problem("owner_request_special is not 'no', so mail for %s-request and %s-owner never reaches "
+                      "the alias %s" % (name, name, name), "run: %s -e owner_request_special=no" % postconf)
+    delimiter = pf.get("recipient_delimiter")
+    if "-" not in delimiter:
+        found.problem("recipient_delimiter (%s) lacks '-', so %s-help and the other command addresses never "
+                      "reach the alias %s" % (delimiter or "empty", name, name),
+                      "run: %s -e 'recipient_delimiter = %s-'" % (postconf, delimiter))
+    path = table.partition(":")[2]
+    for database in (path + ".db", path + ".lmdb", path + ".cdb", path):
+        if os.path.exists(database):              # local(8) runs its commands as the owner of the alias database
+            st = os.stat(database)
+            if st.st_uid == 0:
+                found.runs_as(pf.get("default_privs") or "nobody", "default_privs, as %s belongs to root" % database)
+            else:
+                found.runs_as(owner_name(st), "the owner of the alias database %s" % database)
+            break
+
+
+# qmail: a virtual domain's user (control/virtualdomains) or user alias
+# (control/locals) with a .qmail file that runs mlmpipe.
+
+def check_qmail(found, lists):
+    cfg = found.cfg
+    sendmail = os.path.realpath(cfg.sendmail)
+    root = os.path.dirname(os.path.dirname(sendmail))
+    if not os.path.exists(os.path.join(os.path.dirname(sendmail), "qmail-inject")):
+        found.problem("verp = qmail, but the sendmail program %s is not qmail's" % cfg.sendmail,
+                      "set sendmail = /var/qmail/bin/sendmail in %s" % cfg.path)
+        root = "/var/qmail"
+    control = os.path.join(root, "control")
+    virtual, local = qmail_control(control, "virtualdomains"), qmail_control(control, "locals")
+    for lst in lists:
+        name, domain = lst["name"], lst["domain"]
+        apply = "run: mlmpipe mta-config qmail %s --apply" % name
+        prefix = virtual.get(domain) if virtual is not None else None
+        if prefix is not None and local is not None and domain in local:
+            found.problem("%s is in both control/locals and control/virtualdomains, and locals wins, so qmail "
+                          "looks for the user %s" % (domain, name), "remove %s from %s" % (
+                              domain, os.path.join(control, "locals")))
+        where = qmail_home_of(found, root, name, domain, prefix, local)
+        if where is None:
+            continue
+        home, user, ext = where
+        expected = "" if prefix is None else prefix + "-"
+        if virtual is not None and cfg.qmail_prefix != expected:
+            found.problem("qmail_prefix is '%s', but qmail hands mlmpipe %s%s@%s" % (
+                cfg.qmail_prefix, expected, name, domain), "set qmail_prefix = %s in %s" % (expected, cfg.path))
+        st = os.stat(home)
+        if st.st_mode & 0o002:
+            found.problem("qmail delivers nothing to %s while its home %s is writable by anyone" % (user, home),
+                          "run: chmod o-w %s" % home)
+        files = [qmail_file(home, ext + name), qmail_file(home, ext + name + "-help")]
+        if None in files:
+            found.problem("mail for %s@%s does not reach mlmpipe: %s has no .qmail-%s%s, .qmail-%s%s-default "
+                          "or .qmail-default" % (name, domain, home, ext, name, ext, name), apply)
+            continue
+        for path in sorted(set(files)):
+            check_dot_qmail(found, path, apply)
+
+
+def qmail_control(control, name):
+    """control/virtualdomains as {domain: prefix}, control/locals as a set; None when unreadable."""
+    try:
+        with open(os.path.join(control, name), encoding="utf-8", errors="replace") as f:
+            lines = [line.strip().lower() for line in f if line.strip() and not line.startswith("#")]
+    except OSError:
+        return None
+    if name == "locals":
+        return set(lines)
+    return {d: p for d, _, p in (line.partition(":") for line in lines)}
+
+
+def qmail_home_of(found, root, name, domain, prefix, local):
+    """(home, user, extension prefix) where qmail looks for the list's .qmail files, and the
+    delivery user learnt from it; None (a problem said) when qmail routes the domain elsewhere."""
+    import pwd
+    if prefix is None and local is not None and domain not in local:
+        found.problem("mail for %s@%s does not reach mlmpipe: %s is in neither control/virtualdomains nor "
+                      "control/locals of %s" % (name, domain, domain, root),
+                      "run: mlmpipe mta-config qmail %s --apply" % name)
+        return None
+    user, _, ext = (prefix or "").partition("-")
+    ext = ext + "-" if ext else ""
+    if found.args["--dir"]:
+        home = found.args["--dir"]
+        if not os.path.isdir(home):
+            found.problem("the directory %s does not exist" % home, "name the home of the .qmail files with --dir")
+            return None
+        user = owner_name(os.stat(home))
+        found.runs_as(user, "the owner of %s" % home)
+        return home, user, ext
+    if prefix is not None:
+        try:
+            home = pwd.getpwnam(user).pw_dir
+        except KeyError:
+            found.problem("control/virtualdomains gives %s to the user %s, who does not exist" % (domain, user),
+                          "run: mlmpipe mta-config qmail %s --apply" % name)
+            return None
+    elif local is not None:
+        user, home = "alias", os.path.join(root, "alias")
+    else:
+        found.problem("check cannot read %s, so it cannot tell where qmail delivers mail for %s" % (
+            os.path.join(root, "control", "locals"), domain), "name the home of the .qmail files with --dir=HOME")
+        return None
+    if not os.path.isdir(home):
+        found.problem("the home %s of the qmail user %s does not exist" % (home, user),
+                      "run: mlmpipe mta-config qmail %s --apply" % name)
+        return None
+    if owner_name(os.stat(home)) != user:
+        found.problem("qmail ignores the user %s (\"no mailbox here by that name\") because the home %s belongs "
+                      "to %s" % (user, home, owner_name(os.stat(home))), "run: chown %s %s" % (user, home))
+    found.runs_as(user, "the qmail user of %s" % domain)
+    return home, user, ext
+
+
+def qmail_file(home, ext):
+    """The .qmail file qmail-local reads for the address extension `ext`: .qmail-EXT, then
+    .qmail-PREFIX-default for each shorter prefix, then .qmail-default (None: none exists)."""
+    candidates = [ext] + [ext[:i] + "-default" for i in range(len(ext) - 1, 0, -1) if ext[i] == "-"]
+    for candidate in candidates + ["default"]:
+        path = os.path.join(home, ".qmail-" + candidate)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def check_dot_qmail(found, path, apply):
+    st = os.stat(path)
+    if st.st_mode & 0o022:
+        found.problem("qmail refuses %s because others can write it" % path, "run: chmod 644 %s" % path)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            commands = [line[1:].split() for line in f if line.startswith("|")]
+    except OSError as exc:
+        found.problem("%s cannot be read (%s)" % (path, exc.strerror), apply)
+        return
+    mine = [c for c in commands if "deliver" in c and any("mlmpipe" in w for w in c)]
+    if not mine:
+        found.problem("%s runs no mlmpipe deliver" % path, apply)
+        return
+    for words in mine:
+        if "preline" in [os.path.basename(w) for w in words]:
+            found.problem("%s runs mlmpipe through preline, which puts a From_ line and headers before the "
+                          "message" % path, "remove preline from it")
+        else:
+            wrong = runs_mlmpipe(words, found.cfg)
+            if wrong:
+                found.problem("%s: %s" % (path, wrong), apply)
 
 
 SUBCOMMANDS = {
@@ -5835,7 +6610,7 @@ SUBCOMMANDS = {
     "config": cmd_config, "add": cmd_add, "remove": cmd_remove, "members": cmd_members,
     "threads": cmd_threads, "thread": cmd_thread, "held": cmd_held, "approve": cmd_approve,
     "reject": cmd_reject, "cron": cmd_cron, "export": cmd_export, "import": cmd_import,
-    "mta-config": cmd_mta_config, "log": cmd_not_yet, "check": cmd_check,
+    "mta-config": cmd_mta_config, "log": cmd_log, "check": cmd_check,
 }
 
 
@@ -5870,18 +6645,15 @@ def deliver_options(argv):
 
 def run_deliver(opts, stdin, env):
     qmail = bool(env.get("RPLINE") or env.get("DTLINE"))
-    log = Log("stderr")
+    log = Log("stderr", mta=True)
     try:
         cfg = load_config(config_path(opts["--config"], env))
-        log = Log(cfg.log)
+        log = Log(cfg.log, mta=True)
         deliver(cfg, log, stdin, env, opts["--recipient"], opts["--sender"])
-        return exit_code(Outcome(), qmail)
+        result = Outcome()
+        result.logged = True
     except Outcome as outcome:
         result = outcome
-        if getattr(outcome, "logged", False):
-            if result.kind != "ok":
-                sys.stderr.write(result.sentence + "\n")
-            return exit_code(result, qmail)
     except (sqlite3.Error, OSError) as exc:
         log.traceback()
         result = temporary_for(exc, "delivering")
@@ -5889,12 +6661,18 @@ def run_deliver(opts, stdin, env):
         log.traceback()
         result = Temporary("4.3.0 mlmpipe: internal error; the message is kept and will be retried "
                            "(details in the mail log)")
-    log("recipient=%s sender=%s outcome=%s %s" % (
-        clean_header(opts["--recipient"] or env.get("ORIGINAL_RECIPIENT") or env.get("RECIPIENT")),
-        clean_header(opts["--sender"] if opts["--sender"] is not None else env.get("SENDER")),
-        type(result).__name__.lower(), result.sentence))
+    if not getattr(result, "logged", False):    # (the message was not read: no list, no Message-ID)
+        log("list=- recipient=%s sender=%s outcome=%s %s" % (
+            clean_header(opts["--recipient"] or env.get("ORIGINAL_RECIPIENT") or env.get("RECIPIENT")),
+            clean_header(opts["--sender"] if opts["--sender"] is not None else env.get("SENDER")),
+            OUTCOME_WORDS.get(type(result), "outcome"), result.sentence))
+    # stdout and stderr go to the MTA's log and into bounces: one line, the
+    # sentence of a refusal or temporary failure first of all (Postfix reads
+    # its status code), else the log line when it could not go to the log.
     if result.kind != "ok":
         sys.stderr.write(result.sentence + "\n")
+    elif log.kept is not None:
+        sys.stderr.write("mlmpipe: %s%s\n" % (log.kept, " (%s)" % log.fallback if log.fallback else ""))
     return exit_code(result, qmail)
 
 
@@ -5928,7 +6706,7 @@ def main(argv=None, stdin=None, env=None):
         return run_deliver(args, stdin or sys.stdin.buffer, env)
     command = next(name for name in SUBCOMMANDS if args.get(name))
     try:
-        cfg = load_config(config_path(args["--config"], env), must_exist=command != "init")
+        cfg = load_config(config_path(args["--config"], env), must_exist=command not in ("init", "check"))
         return SUBCOMMANDS[command](cfg, args)
     except (AdminError, Outcome) as exc:
         sys.stderr.write("mlmpipe %s: %s\n" % (command, str(exc).replace("4.3.5 mlmpipe: ", "")))
