@@ -5968,10 +5968,10 @@ def log_source(cfg, last=False):
     """(where the log is, in words; a function giving its lines, oldest first).
     last: only mlmpipe's last lines are wanted."""
     if cfg.log not in ("syslog", "stderr"):
-        return "the log file %s" % cfg.log, functools.partial(read_lines, [cfg.log], missing_ok=True)
+        return "the log file %s" % cfg.log, functools.partial(log_file_lines, [cfg.log], missing_ok=True)
     files = [path for path in MAIL_LOGS if os.access(path, os.R_OK)]
     if files:
-        return ", ".join(files), functools.partial(read_lines, files)
+        return ", ".join(files), functools.partial(log_file_lines, files)
     import shutil
     journalctl = shutil.which("journalctl")
     if journalctl is None:
