@@ -3,7 +3,7 @@
 
 The mail server runs `mlmpipe deliver` once per incoming message.  Every
 new thread's first message goes to all members; later messages go only to the
-members who follow the thread.  See README.md and the man page.
+members who follow the thread.  See mlmpipe(8) and README.md.
 
 Usage:
   mlmpipe deliver [options] [--recipient=ADDR] [--sender=ADDR]
@@ -4183,7 +4183,7 @@ def main(argv=None, stdin=None, env=None):
     try:
         args = docopt.docopt(__doc__, argv=argv, default_help=False)
     except docopt.DocoptExit:
-        sys.stderr.write("unknown command or arguments: mlmpipe %s\n(see 'mlmpipe --help')\n"
+        sys.stderr.write("unknown command or arguments: mlmpipe %s\n(see 'mlmpipe --help' or 'man mlmpipe')\n"
                          % " ".join(argv))
         return 64
     if args["deliver"]:

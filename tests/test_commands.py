@@ -1,4 +1,4 @@
-"""Command addresses and the admin JSON output (§6),
+"""Command addresses and the admin JSON output (mlmpipe(8): COMMANDS),
 through `deliver` and the command line run as subprocesses."""
 import re
 
@@ -24,7 +24,7 @@ from conftest import (
 
 
 def check_reply(ml, call, member):
-    """How every mail mlmpipe writes itself goes out (§5.7, §8)."""
+    """How every mail mlmpipe writes itself goes out (README: Security notes)."""
     assert call.argv == ["-i", "-f", ml.bounces, "--", member]
     assert call.is_reply
     assert addresses(call.msg, "To") == [member]

@@ -1,6 +1,7 @@
 """Fan-out through `deliver` run as a subprocess with a recording sendmail:
 who receives what, variants and footers, envelopes and batches
-(§8), outgoing headers (§5.1), duplicates and refusals (§7)."""
+(README: Security notes), outgoing headers (README: Who receives what),
+duplicates and refusals (README: Exit codes)."""
 import math
 import re
 

@@ -123,7 +123,7 @@ def test_without_prefix_config(make_list):
 
 
 def test_empty_sender_is_not_distributed(qlist):
-    """$SENDER is the envelope sender; empty means a bounce (§5.1)."""
+    """$SENDER is the envelope sender; empty means a bounce."""
     ml = qlist
     raw = make_msg(f"Ada <{ALL_TEXT}>", ml.addr(), "Delivery failure")
     proc = ml.deliver_qmail(raw, q("systers"), "")
