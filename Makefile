@@ -97,7 +97,11 @@ STATEDIR     = /var/lib/mlmpipe
 MLMPIPE_USER = mlmpipe
 CRONDIR      = /etc/cron.d
 MANDIR       = $(PREFIX)/share/man
-DOMAIN       = $(shell $(PYTHON) -c 'import socket; print(socket.getfqdn())')
+DOMAIN       = $(shell $(VENV_PYTHON) -c 'import socket; print(socket.getfqdn())')
+
+# The interpreter of the installed venv: the system's, which every user may
+# run (not one under a home directory, such as pyenv's).
+VENV_PYTHON = /usr/bin/python3
 
 LIBDIR  = $(PREFIX)/lib/mlmpipe
 CONFIG  = $(SYSCONFDIR)/mlmpipe.cfg
@@ -152,26 +156,47 @@ install:
 	umask 022
 	root=$(DESTDIR)
 	lib=$(DESTDIR)$(LIBDIR)
-	case "$(DOMAIN)" in *[!A-Za-z0-9.-]*|"") fail "DOMAIN must be a domain name, not '$(DOMAIN)'" ;; esac
 	if [ -z "$$root" ] && [ "$$(id -u)" != 0 ] && [ "$$(id -un)" != "$(MLMPIPE_USER)" ]; then
 	    fail "run it as root (or give DESTDIR to stage the files)"
 	fi
-	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || fail "$(PYTHON) cannot make a venv; Debian: apt-get install python3-venv"
+	$(VENV_PYTHON) -c 'import ensurepip, venv' 2>/dev/null \
+	    || fail "$(VENV_PYTHON) cannot make a venv; Debian: apt-get install python3-venv"
 	[ -f mlmpipe.8 ] || fail "mlmpipe.8 is missing from this checkout"
+	case "$(DOMAIN)" in *[!A-Za-z0-9.-]*|"") fail "DOMAIN must be a domain name, not '$(DOMAIN)'" ;; esac
+
+	if [ -n "$$root" ]; then
+	    owner=
+	else
+	    # The user and its state directory.
+	    if ! id -u "$(MLMPIPE_USER)" >/dev/null 2>&1; then
+	        if command -v adduser >/dev/null; then
+	            adduser --quiet --system --group --no-create-home --home "$(STATEDIR)" "$(MLMPIPE_USER)"
+	        else
+	            useradd --system --user-group --no-create-home --home-dir "$(STATEDIR)" \
+	                --shell /usr/sbin/nologin "$(MLMPIPE_USER)"
+	        fi
+	        echo "created the system user $(MLMPIPE_USER)"
+	    fi
+	    owner=$(MLMPIPE_USER):$$(id -g "$(MLMPIPE_USER)")
+	    [ -d "$(STATEDIR)" ] || install -d -m 700 -o "$${owner%:*}" -g "$${owner#*:}" "$(STATEDIR)"
+	    as_user() { if [ "$$(id -u)" = 0 ]; then setpriv --reuid="$${owner%:*}" --regid="$${owner#*:}" --init-groups -- "$$@"; else "$$@"; fi; }
+	    real=$$($(VENV_PYTHON) -c 'import os, sys; print(os.path.realpath(sys.executable))')
+	    as_user test -x "$$real" || fail "the user $(MLMPIPE_USER) cannot run $$real: give VENV_PYTHON=/usr/bin/python3"
+	fi
 
 	# The program.  schema.sql first: a new mlmpipe.py always finds its schema.
 	install -d "$$lib" "$$root$(PREFIX)/bin" "$$root$(MANDIR)/man8" "$$root$(SYSCONFDIR)" "$$root$(CRONDIR)"
 	for f in schema.sql requirements.txt mlmpipe.py; do put $$f "$$lib/$$f" 644; done
 
 	# The venv, rebuilt only when requirements.txt or the Python changed.
-	want=$$(cat requirements.txt; $(PYTHON) -c 'import sys; print("# Python", sys.version.split()[0])')
+	want=$$(cat requirements.txt; $(VENV_PYTHON) -c 'import sys; print("# Python", sys.version.split()[0])')
 	if [ -f "$$lib/venv/requirements.txt" ] && [ "$$(cat "$$lib/venv/requirements.txt")" = "$$want" ]; then
 	    echo "kept the venv $(LIBDIR)/venv (requirements.txt unchanged)"
 	else
 	    new=$$(mktemp -d "$$lib/venv-XXXXXX")
 	    trap 'rm -rf "$$new"' EXIT
 	    chmod 755 "$$new"
-	    $(PYTHON) -m venv "$$new"
+	    $(VENV_PYTHON) -m venv "$$new"
 	    "$$new/bin/python" -m pip install --quiet --no-input --disable-pip-version-check -r requirements.txt
 	    purelib=$$("$$new/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 	    echo "$(LIBDIR)" >"$$purelib/mlmpipe.pth"
@@ -196,23 +221,6 @@ install:
 	put mlmpipe.8 "$$root$(MANDIR)/man8/mlmpipe.8" 644
 	printf '%s\n' "$$CRONTAB" | put - "$$root$(CRONDIR)/mlmpipe" 644
 	echo "installed $(PREFIX)/bin/mlmpipe, $(LIBDIR), $(MANDIR)/man8/mlmpipe.8, $(CRONDIR)/mlmpipe"
-
-	if [ -n "$$root" ]; then
-	    owner=
-	else
-	    # The user and its state directory.
-	    if ! id -u "$(MLMPIPE_USER)" >/dev/null 2>&1; then
-	        if command -v adduser >/dev/null; then
-	            adduser --quiet --system --group --no-create-home --home "$(STATEDIR)" "$(MLMPIPE_USER)"
-	        else
-	            useradd --system --user-group --no-create-home --home-dir "$(STATEDIR)" \
-	                --shell /usr/sbin/nologin "$(MLMPIPE_USER)"
-	        fi
-	        echo "created the system user $(MLMPIPE_USER)"
-	    fi
-	    owner=$(MLMPIPE_USER):$$(id -g "$(MLMPIPE_USER)")
-	    [ -d "$(STATEDIR)" ] || install -d -m 700 -o "$${owner%:*}" -g "$${owner#*:}" "$(STATEDIR)"
-	fi
 
 	# The configuration, only when there is none: an existing one is never touched.
 	if [ -e "$$root$(CONFIG)" ]; then

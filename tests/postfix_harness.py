@@ -277,6 +277,14 @@ def ensure_user(name=TEST_USER):
     return pwd.getpwnam("nobody")
 
 
+def run_as(user, argv, input=None, cwd="/", env=None, timeout=60):
+    """Run a command as `user` (a pwd entry) with a plain environment; the CompletedProcess."""
+    environment = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": cwd, "LANG": "C.UTF-8"}
+    environment.update(env or {})
+    return subprocess.run(argv, input=input, capture_output=True, text=True, env=environment, cwd=cwd,
+                          user=user.pw_uid, group=user.pw_gid, extra_groups=[], timeout=timeout)
+
+
 class PostfixInstance:
     """A private Postfix in its own directory, with mlmpipe behind it."""
 
@@ -384,11 +392,7 @@ class PostfixInstance:
 
     def run_as_user(self, argv, input=None, check=True, env=None):
         """Run a command as the unprivileged delivery user, in mlmpipe's directory."""
-        environment = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": self.home, "LANG": "C.UTF-8"}
-        environment.update(env or {})
-        done = subprocess.run(argv, input=input, capture_output=True, text=True, env=environment,
-                              cwd=self.home, user=self.user.pw_uid, group=self.user.pw_gid,
-                              extra_groups=[], timeout=60)
+        done = run_as(self.user, argv, input=input, cwd=self.home, env=env)
         if check and done.returncode != 0:
             raise AssertionError("%s exited %s\nstdout: %s\nstderr: %s"
                                  % (" ".join(argv), done.returncode, done.stdout, done.stderr))
