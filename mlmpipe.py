@@ -3768,8 +3768,18 @@ def cmd_newlist(cfg, args):
             set_list_setting(db, list_by_name(db, name, domain), "owners", ",".join(owners_))
     except sqlite3.IntegrityError:
         raise AdminError("the list %s@%s exists already" % (name, domain))
-    print("created list %s@%s; route its addresses to mlmpipe (see 'mlmpipe mta-config postfix %s')"
-          % (name, domain, name))
+    mta = "qmail" if cfg.verp == "qmail" else "postfix"
+    if not args["--apply"]:
+        print("created list %s@%s; route its mail to mlmpipe with 'mlmpipe mta-config %s %s --apply' "
+              "(without --apply it prints the lines)" % (name, domain, mta, name))
+        return 0
+    print("created list %s@%s" % (name, domain))
+    try:
+        wire(cfg, db, list_by_name(db, name, domain), mta, False, False, None, print)
+    except (AdminError, OSError) as exc:
+        why = exc if isinstance(exc, AdminError) else "%s: %s" % (exc.filename, exc.strerror)
+        raise AdminError("the list %s@%s exists, but routing its mail failed: %s; when that is mended, "
+                         "run 'mlmpipe mta-config %s %s --apply'" % (name, domain, why, mta, name))
     return 0
 
 
@@ -3995,12 +4005,19 @@ def cmd_not_yet(cfg, args):
 
 
 def cmd_mta_config(cfg, args):
+    """Print the MTA lines for a list; --apply writes them, --remove undoes that."""
     db = open_db(cfg)
-    lst = need_list(db, args["LIST"])
-    conf = os.path.abspath(cfg.path)
-    name, domain = lst["name"], lst["domain"]
-    template = POSTFIX_TEMPLATE if args["postfix"] else QMAIL_TEMPLATE
-    print((template % dict(name=name, domain=domain, run=run_command(), conf=conf)).rstrip())
+    name = args["LIST"].lower()
+    lst = list_by_name(db, name)
+    if lst is None and args["--remove"] and LIST_NAME_RE.match(name):
+        lst = {"id": None, "name": name, "domain": None}     # deleted: undo what is left of its wiring
+    elif lst is None:
+        need_list(db, name)
+    mta = "postfix" if args["postfix"] else "qmail"
+    if args["--apply"] or args["--remove"]:
+        wire(cfg, db, lst, mta, args["--alias"], args["--remove"], args["--dir"], print)
+    else:
+        print(mta_text(cfg, lst, mta, args["--alias"], args["--dir"]))
     return 0
 
 
@@ -4014,51 +4031,784 @@ def run_command():
     return "%s %s" % (sys.executable, os.path.join(HERE, "mlmpipe.py"))
 
 
+# The MTA's wiring (mta-config) ----------------------------------------------
+# --apply writes what routes a list's mail to mlmpipe and --remove undoes it,
+# one output line per change.  Postfix's files change through postconf(1);
+# postconf -e rewrites a parameter's whole logical line as "name = value", so
+# what a parameter or service was before mlmpipe first changed it is kept in
+# DIR/mlmpipe_state.json, and --remove puts those very lines back.
+
+POSTFIX_MAP = "mlmpipe_transport"          # in Postfix's directory: "DOMAIN mlmpipe:" lines
+POSTFIX_STATE = "mlmpipe_state.json"       # beside it: the lines mlmpipe replaced
+POSTFIX_ALIASES = "postfix-aliases"        # beside the database: local(8) runs the command as its owner
+SERVICE = "mlmpipe unix - n n - 10 pipe"   # master.cf: name type private unpriv chroot wakeup maxproc command
+QMAIL_SENDMAIL = "/var/qmail/bin/sendmail"
+
+
+def mta_text(cfg, lst, mta, alias, directory):
+    """The lines an administrator would write by hand (mta-config without --apply)."""
+    user = delivery_user(cfg)
+    values = dict(name=lst["name"], domain=lst["domain"], run=run_command(),
+                  conf=os.path.abspath(cfg.path), user=user.pw_name if user else "mlmpipe")
+    if mta == "postfix":
+        if alias:
+            refuse_hyphen(lst)
+        values.update(dir=directory or "/etc/postfix", type="hash", aliases=alias_path(cfg), postfix="postfix")
+        if postfix_program("postconf"):          # else the lines for a Debian Postfix
+            pf = Postfix(directory)
+            values.update(dir=pf.dir, type=pf.maptype, postfix=pf.command)
+        values["map"] = os.path.join(values["dir"], POSTFIX_MAP)
+        return ((POSTFIX_ALIAS_TEMPLATE if alias else POSTFIX_TEMPLATE) % values).rstrip()
+    home = directory or qmail_home(cfg, alias, must=False)
+    values.update(home=home, owner="alias" if alias else values["user"])
+    steps = qmail_steps(cfg, lst, alias, home, values["owner"])
+    return ((QMAIL_ALIAS_TEMPLATE if alias else QMAIL_TEMPLATE) % values).rstrip() + "\n" + "\n".join(
+        "# " + line for line in steps)
+
+
+def delivery_user(cfg):
+    """The user the MTA must run mlmpipe as: the owner of the database (make
+    install gives it to the delivery user), else of the directory it will be
+    in; None when that is root, whom neither MTA runs a command as."""
+    import pwd
+    for path in (cfg.database, os.path.dirname(os.path.abspath(cfg.database))):
+        try:
+            uid = os.stat(path).st_uid
+        except OSError:
+            continue
+        if uid == 0:
+            return None
+        try:
+            return pwd.getpwuid(uid)
+        except KeyError:
+            raise AdminError("the database %s belongs to uid %d, which is no user of this system: "
+                             "give it to the delivery user" % (path, uid))
+    return None
+
+
+def need_delivery_user(cfg):
+    user = delivery_user(cfg)
+    if user is None:
+        raise AdminError("the database %s belongs to root, and the MTA runs no command as root: "
+                         "give the database, the archive and %s to the delivery user "
+                         "(chown, as 'make install' does) and try again" % (cfg.database, cfg.path))
+    return user
+
+
+def delivery_command(cfg):
+    """RUN deliver -c CONF, its paths checked to hold nothing that master.cf,
+    an alias or a .qmail file would split, expand or give to a shell."""
+    line = "%s deliver -c %s" % (run_command(), os.path.abspath(cfg.path))
+    if not all(re.match(r"^[A-Za-z0-9_./+,:=@%-]+$", word) for word in line.split(" ")):
+        raise AdminError("the command line '%s' holds characters the MTA would split or expand; "
+                         "install mlmpipe and its configuration at paths without them" % line)
+    return line
+
+
+def refuse_hyphen(lst):
+    if "-" in lst["name"]:
+        raise AdminError("the alias way cannot route the list %s: local(8) splits an address at its "
+                         "first '-', so %s-help would reach an alias %s; use the pipe transport "
+                         "('mlmpipe mta-config postfix %s') or qmail"
+                         % (lst["name"], lst["name"], lst["name"].split("-")[0], lst["name"]))
+
+
+def alias_path(cfg):
+    return os.path.join(os.path.dirname(os.path.abspath(cfg.database)), POSTFIX_ALIASES)
+
+
+def other_lists(db, lst):
+    """The names of the database's other lists."""
+    return [row[0] for row in db.execute("SELECT name FROM lists WHERE name != ? ORDER BY name", (lst["name"],))]
+
+
+def wire(cfg, db, lst, mta, alias, remove, directory, say):
+    """mta-config --apply or --remove."""
+    if mta == "qmail":
+        return qmail_wiring(cfg, db, lst, alias, remove, directory, say)
+    if alias:
+        refuse_hyphen(lst)
+    pf = Postfix(directory, writing=True)
+    if alias:
+        (postfix_unalias if remove else postfix_alias)(cfg, db, lst, pf, say)
+    else:
+        (postfix_unroute if remove else postfix_route)(cfg, db, lst, pf, say)
+    pf.finish(say)
+
+
+def config_spans(value):
+    """(start, end) of each element of a Postfix list value: elements are
+    separated by commas or white space, and a {...} group is one."""
+    spans, depth, start = [], 0, None
+    for i, ch in enumerate(value + " "):
+        if depth == 0 and (ch == "," or ch.isspace()):
+            if start is not None:
+                spans.append((start, i))
+            start = None
+            continue
+        depth = max(0, depth + (ch == "{") - (ch == "}"))
+        start = i if start is None else start
+    return spans
+
+
+def config_items(value):
+    """The elements of a Postfix list value.
+
+    >>> config_items("hash:/etc/aliases,  nis:mail.aliases { a b }")
+    ['hash:/etc/aliases', 'nis:mail.aliases', '{ a b }']
+    """
+    return [value[a:b] for a, b in config_spans(value)]
+
+
+def without_item(value, item):
+    """VALUE with the element ITEM taken out, the rest as it was written.
+
+    >>> without_item("a.example, b.example c.example, lists.example.org", "lists.example.org")
+    'a.example, b.example c.example'
+    >>> without_item("hash:/x/mlmpipe_transport, hash:/etc/postfix/transport", "hash:/x/mlmpipe_transport")
+    'hash:/etc/postfix/transport'
+    """
+    spans = config_spans(value)
+    for k, (a, b) in enumerate(spans):
+        if value[a:b].lower() == item.lower():
+            if k > 0:
+                a = spans[k - 1][1]
+            elif len(spans) > 1:
+                b = spans[1][0]
+            return (value[:a] + value[b:]).strip()
+    return value
+
+
+def is_continuation(line):
+    """A line that continues a logical line of main.cf or master.cf."""
+    return line[:1] in (" ", "\t") and bool(line.strip()) and not line.lstrip().startswith("#")
+
+
+def config_block(lines, starts):
+    """(first, end) of the first logical line for which starts(line) holds,
+    with the continuation, comment and blank lines after it; None if none."""
+    for first, line in enumerate(lines):
+        if starts(line):
+            end = first + 1
+            while end < len(lines) and (lines[end][:1] in (" ", "\t", "#") or not lines[end].strip()):
+                end += 1
+            return first, end
+    return None
+
+
+def postfix_program(name):
+    """Postfix's program NAME: on PATH, else in /usr/sbin; None if missing."""
+    import shutil
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+    return shutil.which(name, path=path)
+
+
+class Postfix:
+    """One Postfix configuration directory, read and changed with postconf(1),
+    and mlmpipe's record of what it changed there."""
+
+    def __init__(self, directory=None, writing=False):
+        if not postfix_program("postconf"):
+            raise AdminError("Postfix's postconf program is not installed, so nothing can be written; "
+                             "without --apply mta-config prints the lines to add by hand")
+        self.dir = os.path.abspath(directory) if directory else None
+        if self.dir is None:
+            self.dir = self.run("postconf", "-h", "config_directory").strip()
+        if not os.path.isfile(os.path.join(self.dir, "main.cf")):
+            raise AdminError("%s has no main.cf: --dir must name Postfix's configuration directory" % self.dir)
+        default = self.run("postconf", "-d", "-h", "config_directory").strip()
+        self.command = "postfix" if self.dir == default else "postfix -c %s" % self.dir
+        if writing and not (os.access(self.dir, os.W_OK) and os.access(self.path("main.cf"), os.W_OK)):
+            raise AdminError("cannot change Postfix's configuration in %s as this user: run the command as root"
+                             % self.dir)
+        self.maptype = self.get("default_database_type")
+        self.state = {}
+        if os.path.exists(self.path(POSTFIX_STATE)):
+            import json
+            with open(self.path(POSTFIX_STATE), encoding="utf-8") as f:
+                self.state = json.load(f)
+        self.changed = False
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def run(self, program, *args):
+        """Run a Postfix program on this directory; its output, or an AdminError."""
+        argv = [postfix_program(program) or program] + (["-c", self.dir] if self.dir else []) + list(args)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        except OSError as exc:
+            raise AdminError("cannot run %s: %s" % (argv[0], exc.strerror))
+        except subprocess.TimeoutExpired:
+            raise AdminError("%s did not finish within 120 seconds" % " ".join(argv))
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["exit status %d" % done.returncode])[-1]
+            raise AdminError("%s failed: %s" % (" ".join(argv), why))
+        return done.stdout
+
+    def get(self, name, expand=False):
+        return self.run("postconf", *(["-x"] if expand else []) + ["-h", name]).rstrip("\n")
+
+    def domains(self, name):
+        """The literal domains a list parameter names, expanded (tables left out)."""
+        return {i.lower() for i in config_items(self.get(name, expand=True)) if ":" not in i and "/" not in i}
+
+    # main.cf and master.cf, with what they were before mlmpipe changed them
+
+    def lines(self, name):
+        with open(self.path(name), encoding="utf-8", errors="surrogateescape", newline="") as f:
+            return f.read().splitlines(keepends=True)
+
+    def block(self, name, starts):
+        lines = self.lines(name)
+        found = config_block(lines, starts)
+        return None if found is None else "".join(lines[found[0]:found[1]])
+
+    @staticmethod
+    def parameter(name):
+        return lambda line: re.match(r"%s[ \t]*=" % re.escape(name), line) is not None
+
+    @staticmethod
+    def service(line):
+        return line[:1] not in (" ", "\t", "#") and line.split()[:2] == ["mlmpipe", "unix"]
+
+    def save(self):
+        import json
+        self.state = {key: value for key, value in self.state.items() if value}
+        text = json.dumps(self.state, indent=1, sort_keys=True) + "\n"
+        if not self.state:
+            if os.path.exists(self.path(POSTFIX_STATE)):
+                os.unlink(self.path(POSTFIX_STATE))
+            return
+        replace_file(self.path(POSTFIX_STATE), text.encode(), 0o644)
+
+    def remember(self, file, key, text, value):
+        """Keep what KEY of FILE was before mlmpipe first changed it."""
+        originals = self.state.setdefault(file, {})
+        if key not in originals:
+            originals[key] = {"text": text, "value": value}
+            self.save()
+        return originals[key]
+
+    def end_with_newline(self, file):
+        """postconf appends to a last line that lacks its newline: add one (and remember it)."""
+        with open(self.path(file), "rb") as f:
+            data = f.read()
+        if data and not data.endswith(b"\n"):
+            self.state.setdefault("newline added", []).append(file)
+            self.save()
+            with open(self.path(file), "ab") as f:
+                f.write(b"\n")
+
+    def set(self, name, value, base, say):
+        """main.cf: NAME = VALUE (BASE: what NAME held, as text to compare with later)."""
+        self.end_with_newline("main.cf")
+        record = self.remember("main.cf", name, self.block("main.cf", self.parameter(name)), base)
+        record["set"] = value
+        self.save()
+        self.run("postconf", "-e", "%s = %s" % (name, value))
+        self.changed = True
+        say("main.cf: %s = %s" % (name, value))
+
+    def list_base(self, name):
+        """A list parameter's value to extend: as main.cf has it, else its
+        default (nothing when that is empty once expanded)."""
+        if self.block("main.cf", self.parameter(name)) is not None or self.get(name, expand=True).strip():
+            return self.get(name)
+        return ""
+
+    def add_item(self, name, item, say, first=False):
+        """Add ITEM to the list parameter NAME, keeping what it holds."""
+        base = self.list_base(name)
+        if item.lower() in (i.lower() for i in config_items(self.get(name, expand=True))):
+            return False
+        value = ", ".join(([item, base] if first else [base, item]) if base.strip() else [item])
+        self.set(name, value, base, say)
+        return True
+
+    def settle(self, name, value, say, final=True):
+        """main.cf: NAME = VALUE; when that is what it was before mlmpipe, its
+        very lines (or no line at all) come back."""
+        originals = self.state.get("main.cf", {})
+        record = originals.get(name)
+        if record is not None and config_items(value) == config_items(record["value"]):
+            if record["text"] is None:
+                self.run("postconf", "-X", name)
+                say("main.cf: removed %s (it was not set before)" % name)
+            elif self.put_back("main.cf", self.parameter(name), record["text"]):
+                say("main.cf: %s as it was before mlmpipe: %s" % (name, record["value"]))
+            else:
+                self.run("postconf", "-e", "%s = %s" % (name, value))
+                say("main.cf: %s = %s" % (name, value))
+            del originals[name]
+        else:
+            self.run("postconf", "-e", "%s = %s" % (name, value))
+            say("main.cf: %s = %s" % (name, value))
+            if final:
+                originals.pop(name, None)
+        self.changed = True
+        self.save()
+
+    def drop_item(self, name, item, say, final):
+        """Take ITEM out of the list parameter NAME."""
+        value = self.get(name)
+        if item.lower() not in (i.lower() for i in config_items(value)):
+            if final:
+                self.state.get("main.cf", {}).pop(name, None)
+                self.save()
+            return
+        self.settle(name, without_item(value, item), say, final)
+
+    def unset(self, name, say):
+        """Put back a parameter mlmpipe set to one value, unless someone changed it since."""
+        record = self.state.get("main.cf", {}).get(name)
+        if record is None:
+            return
+        if self.get(name) == record.get("set"):
+            self.settle(name, record["value"], say)
+        else:
+            say("main.cf: left %s = %s as it is (changed since mlmpipe set it)" % (name, self.get(name)))
+            del self.state["main.cf"][name]
+            self.save()
+
+    def put_back(self, file, starts, text):
+        """Replace the logical line that postconf wrote with TEXT, the lines it
+        had before; False when the lines around it changed since."""
+        lines = self.lines(file)
+        found = config_block(lines, starts)
+        if found is None:
+            return False
+        first, end = found
+        before = text.splitlines(keepends=True)
+        if lines[first + 1:end] != [line for line in before[1:] if not is_continuation(line)]:
+            return False
+        replace_file(self.path(file), "".join(lines[:first] + before + lines[end:]).encode(
+            "utf-8", "surrogateescape"), keep=self.path(file))
+        return True
+
+    def finish(self, say):
+        """Undo the added newlines when mlmpipe's record is empty, then reload."""
+        if set(self.state) <= {"newline added"}:
+            for file in self.state.pop("newline added", []):
+                with open(self.path(file), "rb") as f:
+                    data = f.read()
+                if data.endswith(b"\n"):
+                    replace_file(self.path(file), data[:-1], keep=self.path(file))
+            self.save()
+        if not self.changed:
+            return
+        try:
+            self.run("postfix", "status")
+        except AdminError:
+            say("Postfix is not running: it reads these changes when it starts (%s)"
+                % ("'postfix start', or 'systemctl start postfix'" if self.command == "postfix"
+                   else "'%s start'" % self.command))
+            return
+        self.run("postfix", "reload")
+        say("reloaded Postfix (%s reload)" % self.command)
+
+    # mlmpipe's own tables
+
+    def read_table(self, path):
+        """{key: value} of a map file mlmpipe wrote (comments left out)."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                rows = [line.split(None, 1) for line in f if line.strip() and not line.startswith("#")]
+        except FileNotFoundError:
+            return {}
+        return {row[0].rstrip(":"): row[1].strip() if len(row) > 1 else "" for row in rows}
+
+    def write_table(self, path, header, lines, program, owner=None):
+        """Write one of mlmpipe's maps and build its database (postmap or postalias)."""
+        replace_file(path, (header + "".join(line + "\n" for line in lines)).encode(), 0o644)
+        spec = "%s:%s" % (self.maptype, path)
+        if owner is not None and os.geteuid() == 0:
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+            self.run(program, "-o", spec)           # as root, then the database is given to the owner:
+            for name in table_files(path):          # local(8) runs a command as its owner
+                os.chown(name, owner.pw_uid, owner.pw_gid)
+        else:
+            self.run(program, spec)
+        self.changed = True
+
+    def remove_table(self, path):
+        for name in [path] + table_files(path):
+            os.unlink(name)
+        self.changed = True
+
+
+def table_files(path):
+    """The database files postmap or postalias built from PATH."""
+    return [path + suffix for suffix in (".db", ".lmdb", ".cdb", ".dir", ".pag") if os.path.exists(path + suffix)]
+
+
+def replace_file(path, data, mode=0o644, keep=None):
+    """Write PATH whole through a temporary file (KEEP: a file whose mode and owner it takes)."""
+    import tempfile
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".mlmpipe-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep is not None:
+            st = os.stat(keep)
+            os.chmod(tmp, st.st_mode & 0o7777)
+            if os.geteuid() == 0:
+                os.chown(tmp, st.st_uid, st.st_gid)
+        else:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def service_line(cfg, user):
+    return "%s flags=hX null_sender= user=%s argv=%s --recipient=${recipient} --sender=${sender}" % (
+        SERVICE, user.pw_name, delivery_command(cfg))
+
+
+def postfix_route(cfg, db, lst, pf, say):
+    """The pipe(8) way: the list's domain, whole, to the service mlmpipe."""
+    domain = lst["domain"]
+    if domain in pf.domains("mydestination"):
+        raise AdminError("%s is one of Postfix's mydestination domains, which local(8) delivers; the pipe "
+                         "transport needs a domain of its own (a list made with --domain=another domain), "
+                         "or use the alias way (--alias)" % domain)
+    user = need_delivery_user(cfg)
+    want = service_line(cfg, user)
+    table = pf.path(POSTFIX_MAP)
+    domains = pf.read_table(table)
+    if domain not in domains or not table_files(table):
+        domains[domain] = "mlmpipe:"
+        pf.write_table(table, MAP_HEADER, ["%s mlmpipe:" % d for d in domains], "postmap")
+        say("%s: %s mlmpipe: (postmap %s:%s)" % (table, domain, pf.maptype, table))
+    have = pf.run("postconf", "-M", "mlmpipe/unix").strip()
+    if have.split() != want.split():
+        pf.end_with_newline("master.cf")
+        pf.remember("master.cf", "mlmpipe/unix", pf.block("master.cf", pf.service), have)
+        pf.run("postconf", "-M", "mlmpipe/unix=" + want)
+        pf.changed = True
+        say("master.cf: %s service mlmpipe: pipe(8) as user %s, argv=%s --recipient=${recipient} "
+            "--sender=${sender}" % ("replaced the" if have else "added the", user.pw_name, delivery_command(cfg)))
+    pf.add_item("transport_maps", "%s:%s" % (pf.maptype, table), say, first=True)
+    if pf.get("mlmpipe_destination_recipient_limit") != "1":
+        pf.set("mlmpipe_destination_recipient_limit", "1", pf.get("mlmpipe_destination_recipient_limit"), say)
+    if pf.add_item("relay_domains", domain, say):
+        pf.state.setdefault("relay_domains added", []).append(domain)
+        pf.save()
+    if not pf.changed:
+        say("nothing to change: %s already goes to mlmpipe (%s)" % (domain, pf.dir))
+    elif pf.get("relay_recipient_maps"):
+        say("note: relay_recipient_maps is set, so Postfix refuses addresses of %s that it does not "
+            "list: add the list's addresses there (examples/postfix/main.cf.pipe-transport)" % domain)
+
+
+def postfix_unroute(cfg, db, lst, pf, say):
+    """Undo postfix_route for every domain in mlmpipe's map that no other list
+    of the database is on (the list's own, and any a deleted list left); the
+    service, the parameters and the map go with the last domain."""
+    table = pf.path(POSTFIX_MAP)
+    domains = pf.read_table(table)
+    needed = {}
+    for name, domain in db.execute("SELECT name, domain FROM lists WHERE name != ? ORDER BY name",
+                                   (lst["name"],)).fetchall():
+        needed.setdefault(domain, []).append(name)
+    others = needed.get(lst["domain"])
+    if others and lst["domain"] in domains:
+        say("kept %s in %s: list%s %s still receive%s mail there" % (
+            lst["domain"], table, "s" if len(others) > 1 else "", ", ".join(others),
+            "" if len(others) > 1 else "s"))
+    unused = [domain for domain in domains if domain not in needed]
+    if not unused:
+        if not others:
+            say("nothing to change: %s routes no domain of a list of %s to mlmpipe" % (table, cfg.path))
+        return
+    for domain in unused:
+        del domains[domain]
+    last = not domains
+    added = pf.state.get("relay_domains added", [])
+    for domain in unused:
+        if domain in added:
+            pf.drop_item("relay_domains", domain, say, final=last)
+            added.remove(domain)
+    if not added:
+        pf.state.pop("relay_domains added", None)
+    pf.save()
+    if not last:
+        pf.write_table(table, MAP_HEADER, ["%s mlmpipe:" % d for d in domains], "postmap")
+        say("%s: removed %s (postmap %s:%s)" % (table, ", ".join(unused), pf.maptype, table))
+        return
+    pf.drop_item("transport_maps", "%s:%s" % (pf.maptype, table), say, final=True)
+    pf.unset("mlmpipe_destination_recipient_limit", say)
+    record = pf.state.get("master.cf", {}).pop("mlmpipe/unix", None)
+    if record is not None:
+        have = pf.run("postconf", "-M", "mlmpipe/unix").strip()
+        if have.split() != service_line(cfg, need_delivery_user(cfg)).split():
+            say("master.cf: left the service mlmpipe as it is (changed since mlmpipe wrote it)")
+        elif record["text"] is None:
+            pf.run("postconf", "-MX", "mlmpipe/unix")
+            say("master.cf: removed the service mlmpipe")
+        elif pf.put_back("master.cf", pf.service, record["text"]):
+            say("master.cf: the service mlmpipe as it was before")
+        else:
+            pf.run("postconf", "-M", "mlmpipe/unix=" + record["value"])
+            say("master.cf: the service mlmpipe as it was before: %s" % record["value"])
+        pf.changed = True
+        pf.save()
+    pf.remove_table(table)
+    say("removed %s" % table)
+
+
+def postfix_alias(cfg, db, lst, pf, say):
+    """The alias way: LIST: "|RUN deliver -c CONF" in mlmpipe's own alias map."""
+    domain, name = lst["domain"], lst["name"]
+    local = pf.domains("mydestination")
+    if domain not in local and not any(":" in i or "/" in i for i in config_items(pf.get("mydestination"))):
+        raise AdminError("%s is not among Postfix's mydestination domains (%s), so local(8) never sees its "
+                         "mail: create the list with --domain= one of them, or use the pipe transport "
+                         "(without --alias)" % (domain, ", ".join(sorted(local)) or "none"))
+    user = need_delivery_user(cfg)
+    path = alias_path(cfg)
+    aliases = pf.read_table(path)
+    want = '"|%s"' % delivery_command(cfg)
+    if aliases.get(name) != want or not table_files(path):
+        aliases[name] = want
+        pf.write_table(path, ALIAS_HEADER, ["%s: %s" % item for item in aliases.items()], "postalias", owner=user)
+        say("%s: %s: %s (postalias; owned by %s, whom local(8) runs the command as)"
+            % (path, name, want, user.pw_name))
+    pf.add_item("alias_maps", "%s:%s" % (pf.maptype, path), say)
+    if pf.get("owner_request_special") != "no":
+        pf.set("owner_request_special", "no", pf.get("owner_request_special"), say)
+    delimiter = pf.get("recipient_delimiter")
+    if "-" not in delimiter:
+        pf.set("recipient_delimiter", delimiter + "-", delimiter, say)
+    if not pf.changed:
+        say("nothing to change: %s@%s already goes to mlmpipe (%s)" % (name, domain, path))
+
+
+def postfix_unalias(cfg, db, lst, pf, say):
+    """Undo postfix_alias; the parameters and the map go with the last alias."""
+    path = alias_path(cfg)
+    aliases = pf.read_table(path)
+    if lst["name"] not in aliases:
+        say("nothing to change: %s has no alias in %s" % (lst["name"], path))
+        return
+    del aliases[lst["name"]]
+    if aliases:
+        pf.write_table(path, ALIAS_HEADER, ["%s: %s" % item for item in aliases.items()], "postalias",
+                       owner=need_delivery_user(cfg))
+        say("%s: removed %s (postalias)" % (path, lst["name"]))
+        return
+    pf.unset("recipient_delimiter", say)
+    pf.unset("owner_request_special", say)
+    pf.drop_item("alias_maps", "%s:%s" % (pf.maptype, path), say, final=True)
+    pf.remove_table(path)
+    say("removed %s" % path)
+
+
+MAP_HEADER = """\
+# The list domains whose mail Postfix gives to mlmpipe (transport_maps).
+# Written by 'mlmpipe mta-config postfix LIST --apply', which rewrites it.
+"""
+
+ALIAS_HEADER = """\
+# One alias per list, the lists' mail to mlmpipe (alias_maps).  Written by
+# 'mlmpipe mta-config postfix LIST --alias --apply', which rewrites it.
+"""
+
+
+def qmail_home(cfg, alias, must=True):
+    """Where the .qmail files go: ~alias, or the delivery user's home."""
+    import pwd
+    if alias:
+        try:
+            return pwd.getpwnam("alias").pw_dir
+        except KeyError:
+            return "/var/qmail/alias"
+    user = delivery_user(cfg) if not must else need_delivery_user(cfg)
+    return user.pw_dir if user else "~lists"
+
+
+def qmail_wiring(cfg, db, lst, alias, remove, directory, say):
+    """The .qmail files: ~alias/.qmail-LIST and -LIST-default, or the delivery user's .qmail-default."""
+    import pwd
+    home = os.path.abspath(directory or qmail_home(cfg, alias))
+    if not os.path.isdir(home):
+        raise AdminError("%s is not a directory: give --dir=the home directory that is to hold the .qmail files"
+                         % home)
+    st = os.stat(home)
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    names = [".qmail-%s" % lst["name"], ".qmail-%s-default" % lst["name"]] if alias else [".qmail-default"]
+    paths = [os.path.join(home, name) for name in names]
+    ours = ("|%s\n" % delivery_command(cfg)).encode()
+    if remove:
+        others = [] if alias else other_lists(db, lst)
+        if others:
+            say("kept %s: list%s %s still use%s it" % (paths[0], "s" if len(others) > 1 else "",
+                                                       ", ".join(others), "" if len(others) > 1 else "s"))
+            return
+        gone = False
+        for path in paths:
+            content = read_or_none(path)
+            if content == ours:
+                os.unlink(path)
+                gone = True
+                say("removed %s" % path)
+            elif content is not None:
+                say("left %s alone: it holds lines mlmpipe did not write" % path)
+        if not gone:
+            say("nothing to change: no .qmail file of mlmpipe's for %s in %s" % (lst["name"], home))
+        elif not alias:
+            domain = lst["domain"] or "the list domain"
+            say("by hand, as root: remove %s:%s from control/virtualdomains and %s from control/rcpthosts, "
+                "then send qmail-send a HUP" % (domain, owner, domain))
+        return
+    for path in paths:
+        content = read_or_none(path)
+        if content is not None and content != ours:
+            raise AdminError("%s exists and holds other lines; mlmpipe leaves it alone: move it away, "
+                             "or put in it this one line: |%s" % (path, delivery_command(cfg)))
+    changed = False
+    for path in paths:
+        fine = read_or_none(path) == ours
+        if fine:
+            pst = os.stat(path)
+            fine = pst.st_mode & 0o777 == 0o600 and pst.st_uid == st.st_uid
+        if not fine:
+            replace_file(path, ours, 0o600)
+            if os.geteuid() == 0:
+                os.chown(path, st.st_uid, st.st_gid)
+            changed = True
+            say("wrote %s, owner %s, mode 600: |%s" % (path, owner, delivery_command(cfg)))
+    if not changed:
+        say("nothing to change: %s hold%s mlmpipe's line" % (
+            " and ".join(paths), "" if len(paths) > 1 else "s"))
+    if st.st_mode & 0o002:
+        say("warning: %s is writable by everyone, and qmail-local defers every delivery there: chmod o-w %s"
+            % (home, home))
+    for line in qmail_steps(cfg, lst, alias, home, owner):
+        say(line)
+
+
+def read_or_none(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def qmail_steps(cfg, lst, alias, home, owner):
+    """What a qmail administrator still does by hand, as lines."""
+    domain, conf = lst["domain"], os.path.abspath(cfg.path)
+    settings = []
+    prefix = "" if alias else owner + "-"
+    if cfg.qmail_prefix != prefix:
+        settings.append("qmail_prefix = %s" % prefix)
+    if cfg.verp != "qmail":
+        settings.append("verp = qmail")
+    if cfg.sendmail != QMAIL_SENDMAIL:
+        settings.append("sendmail = %s" % QMAIL_SENDMAIL)
+    if alias:
+        lines = ["still to do by hand:",
+                 "  %s must be in control/locals: qmail-local then gives %s@ and %s-...@ to user alias"
+                 % (domain, lst["name"], lst["name"])]
+        user = delivery_user(cfg)
+        if user is None or user.pw_name != owner:
+            lines.append("  the database and archive named in %s must belong to %s, the user these files run as"
+                         % (conf, owner))
+    else:
+        lines = ["still to do by hand, as root (qmail's control files):",
+                 "  control/virtualdomains: the line %s:%s" % (domain, owner),
+                 "  control/rcpthosts: the line %s" % domain,
+                 "  control/locals must not list %s (locals wins over virtualdomains)" % domain,
+                 "  %s/.qmail-postmaster: &a-real-mailbox@example.org (else postmaster@%s is "
+                 "\"no such mailing list\")" % (home, domain),
+                 "  control/doublebouncehost: a domain of control/locals, so double bounces reach a real postmaster",
+                 "  then send qmail-send a HUP: kill -HUP followed by its process id "
+                 "(or svc -h /service/qmail-send under daemontools)"]
+    if settings:
+        lines.append("in %s: %s" % (conf, "; ".join(settings)))
+    else:
+        lines.append("%s has qmail_prefix = %s, verp = qmail, sendmail = %s as needed"
+                     % (conf, prefix or "(empty)", QMAIL_SENDMAIL))
+    return lines
+
+
 POSTFIX_TEMPLATE = """\
-# Postfix set-up for %(name)s@%(domain)s; examples/postfix/ explains each line.
+# Postfix: %(name)s@%(domain)s through a pipe(8) transport: the whole domain
+# %(domain)s goes to mlmpipe.  'mlmpipe mta-config postfix %(name)s --apply'
+# writes these lines, --remove takes them out again; examples/postfix/
+# explains each one.
 #
-# Recommended: the list domain, whole, through a pipe(8) transport.
-# main.cf (if relay_domains or transport_maps are set already, add to them):
+# main.cf (keep what relay_domains and transport_maps hold already):
 relay_domains = %(domain)s
-transport_maps = hash:/etc/postfix/transport
+transport_maps = %(type)s:%(map)s
 mlmpipe_destination_recipient_limit = 1
 #
-# /etc/postfix/transport, then: postmap /etc/postfix/transport
-%(domain)s  mlmpipe:
+# %(map)s, then: postmap %(type)s:%(map)s
+%(domain)s mlmpipe:
 #
-# master.cf (continuation lines start with white space), then: postfix reload
+# master.cf (continuation lines start with white space):
 mlmpipe   unix  -       n       n       -       10      pipe
-  flags=hX null_sender= user=mlmpipe
+  flags=hX null_sender= user=%(user)s
   argv=%(run)s deliver -c %(conf)s --recipient=${recipient} --sender=${sender}
 #
-# The user mlmpipe must own the database and archive named in %(conf)s and
-# be able to read that file.  No F flag (it adds a From_ line), no u flag (it
-# would lower-case VERP bounce addresses); null_sender= keeps bounces' empty
-# sender empty.
+# then: %(postfix)s reload (or start Postfix).  The user %(user)s must own
+# the database and archive named in %(conf)s and be able to read that file.
+# No F flag (it adds a From_ line), no u flag (it would lower-case VERP
+# bounce addresses); null_sender= keeps a bounce's empty sender empty.
+# The alias way instead: mlmpipe mta-config postfix %(name)s --alias
+"""
+
+POSTFIX_ALIAS_TEMPLATE = """\
+# Postfix: %(name)s@%(domain)s through one alias, delivered by local(8);
+# %(domain)s must be one of mydestination.  'mlmpipe mta-config postfix
+# %(name)s --alias --apply' writes these lines, --remove takes them out again.
 #
-# The alias way instead (list names without "-"): main.cf
-#   recipient_delimiter = +-
-#   owner_request_special = no
-#   alias_maps = hash:/etc/aliases, hash:/etc/mlmpipe/aliases
-# and /etc/mlmpipe/aliases owned by the mlmpipe user (local(8) runs the
-# command as the owner of the alias file), then: postalias /etc/mlmpipe/aliases
-#   %(name)s: "|%(run)s deliver -c %(conf)s"
+# main.cf (keep what these hold already; "-" must be among the delimiters):
+recipient_delimiter = +-
+owner_request_special = no
+alias_maps = hash:/etc/aliases, %(type)s:%(aliases)s
+#
+# %(aliases)s, owned by %(user)s (local(8) runs the command as the owner of
+# the alias database), then: postalias %(type)s:%(aliases)s and %(postfix)s reload
+%(name)s: "|%(run)s deliver -c %(conf)s"
+#
+# local(8) splits an address at its first "-", so %(name)s-help and every
+# other command address reach the alias %(name)s (list names cannot contain
+# "-" this way); owner_request_special = no lets %(name)s-request and
+# %(name)s-owner reach it too.
 """
 
 QMAIL_TEMPLATE = """\
-# qmail set-up for %(name)s@%(domain)s; examples/dot-qmail/ explains it.
-# The .qmail file holds this one line (no preline):
+# qmail: %(name)s@%(domain)s through a virtual domain whose mail goes to the
+# user %(owner)s.  'mlmpipe mta-config qmail %(name)s --apply' writes the
+# file; examples/dot-qmail/README.txt explains each step.
+#
+# %(home)s/.qmail-default (owner %(owner)s, mode 600), this one line, no preline:
 |%(run)s deliver -c %(conf)s
 #
-# Recommended, a virtual domain for the lists:
-#   control/virtualdomains:  %(domain)s:lists      (and %(domain)s in rcpthosts)
-#   ~lists/.qmail-default    the line above
-#   %(conf)s:  qmail_prefix = lists-
-# On a domain in control/locals instead, as the user alias:
-#   ~alias/.qmail-%(name)s and ~alias/.qmail-%(name)s-default   the line above
-# The user that runs the line (lists or alias) must own the database and
-# archive named in %(conf)s; set sendmail = /var/qmail/bin/sendmail and
-# verp = qmail there."""
+# The user %(owner)s must own the database and archive named in %(conf)s, and
+# its home %(home)s.  The alias way instead (a domain in control/locals):
+# mlmpipe mta-config qmail %(name)s --alias
+"""
+
+QMAIL_ALIAS_TEMPLATE = """\
+# qmail: %(name)s@%(domain)s on a domain of control/locals, through the
+# user alias.  'mlmpipe mta-config qmail %(name)s --alias --apply' writes the
+# files; examples/dot-qmail/README.txt explains each step.
+#
+# %(home)s/.qmail-%(name)s and %(home)s/.qmail-%(name)s-default (owner alias,
+# mode 600), each this one line, no preline:
+|%(run)s deliver -c %(conf)s
+"""
 
 
 def cmd_check(cfg, args):
