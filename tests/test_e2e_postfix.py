@@ -13,16 +13,18 @@ Every test runs twice (issue 12, acceptance item 1):
   * [harness]: the checkout's mlmpipe.py, wired by the harness itself;
   * [installed]: `make install` into a temporary tree (tests/install_harness.py),
     the instance started without mlmpipe's wiring, which the installed
-    `mlmpipe newlist ... --apply` and `mlmpipe mta-config ... --alias --apply`
-    write; every admin command is the installed `mlmpipe` run by root.  The
-    last test removes the wiring with `--remove`, finds main.cf and master.cf
-    as they were, and runs `make uninstall`.
+    `mlmpipe newlist ... --apply` (the pipe transport) and `mlmpipe
+    mta-config ... --alias --apply` (the alias way) write; every admin
+    command is the installed `mlmpipe` run by root.  The last test removes
+    the wiring with `--remove`, finds main.cf and master.cf as they were, and
+    runs `make uninstall`.
 """
 import email.utils
 import json
 import os
 import re
 import smtplib
+import subprocess
 import time
 import uuid
 
@@ -114,8 +116,17 @@ def installed_mail_system():
         installation.set_config(sendmail=postfix.sendmail, batch_size=500, log=postfix.mlmpipe_log,
                                 nameservers=dns_for_tests().address)
         postfix.start()
-        postfix.before_apply = {name: read_bytes(os.path.join(postfix.etc, name)) for name in ("main.cf", "master.cf")}
-        postfix.mlmpipe("newlist", PIPE_LIST, "--owner=" + OWNER, "--apply", "--dir=" + postfix.etc)
+        postfix.before_apply = {name: read_bytes(os.path.join(postfix.etc, name))
+                                for name in ("main.cf", "master.cf")}
+        # newlist --apply finds Postfix's configuration as postconf(1) does: here through MAIL_CONFIG
+        installation.mlmpipe("-c", installation.config, "newlist", PIPE_LIST, "--owner=" + OWNER, "--apply",
+                             env={"MAIL_CONFIG": postfix.etc})
+        # the pipe transport runs the installed program from its venv, as the delivery user
+        service = subprocess.run([harness.POSTCONF, "-c", postfix.etc, "-M", "mlmpipe/unix"],
+                                 capture_output=True, text=True, check=True).stdout
+        assert "user=%s " % postfix.user.pw_name in service, service
+        assert "argv=%s -m mlmpipe deliver -c %s " % (installation.runtime, installation.config) in service, \
+            service
         postfix.mlmpipe("add", PIPE_LIST, *PIPE_MEMBERS)
         postfix.mlmpipe("newlist", ALIAS_LIST, "--owner=" + OWNER, "--domain=" + harness.ALIAS_DOMAIN)
         postfix.mlmpipe("mta-config", "postfix", ALIAS_LIST, "--alias", "--apply", "--dir=" + postfix.etc)
