@@ -4118,8 +4118,16 @@ def write_secret(path, secret):
         text = re.sub(r"^\[mlmpipe\]\s*$", "[mlmpipe]\nsecret = %s" % secret, text, count=1, flags=re.M)
     else:
         text = "[mlmpipe]\nsecret = %s\n%s" % (secret, text)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # In place (the delivery user may not create files in /etc), but made
+    # 0600 before the secret is in it, whatever mode the file had.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
+        try:
+            os.fchmod(fd, 0o600)
+        except PermissionError:
+            raise AdminError("%s belongs to another user, so its secret would not stay private: "
+                             "chown it to the user mlmpipe runs as, then run 'mlmpipe init' again" % path)
+        f.truncate()
         f.write(text)
 
 

@@ -81,6 +81,10 @@ local     unix  -       n       n       -       -       local
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+# mlmpipe's wiring, as README: Installation describes it: the pipe transport...
+MASTER_CF_MLMPIPE = """\
 mlmpipe   unix  -       n       n       -       10      pipe
   flags=hX null_sender= user={user}
   argv={pipe_runner} deliver -c {config} --recipient=${{recipient}} --sender=${{sender}}
@@ -99,13 +103,8 @@ inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 mydestination = localhost, $myhostname, {alias_domain}
-relay_domains = {pipe_domain}
-transport_maps = texthash:{etc}/transport
-mlmpipe_destination_recipient_limit = 1
 alias_maps = hash:{directory}/aliases/aliases
 alias_database = hash:{directory}/aliases/aliases
-recipient_delimiter = -
-owner_request_special = no
 relayhost = [127.0.0.1]:{sink_port}
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtp_dns_support_level = disabled
@@ -119,6 +118,15 @@ queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
 smtp_connect_timeout = 5s
+"""
+
+# ... and in main.cf, the list domain sent to it, and the alias way's settings.
+MAIN_CF_MLMPIPE = """\
+relay_domains = {pipe_domain}
+transport_maps = texthash:{etc}/transport
+mlmpipe_destination_recipient_limit = 1
+recipient_delimiter = -
+owner_request_special = no
 """
 
 SENDMAIL_WRAPPER = """\
@@ -277,10 +285,25 @@ def ensure_user(name=TEST_USER):
     return pwd.getpwnam("nobody")
 
 
-class PostfixInstance:
-    """A private Postfix in its own directory, with mlmpipe behind it."""
+def run_as(user, argv, input=None, cwd="/", env=None, timeout=60):
+    """Run a command as `user` (a pwd entry) with a plain environment; the CompletedProcess."""
+    environment = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": cwd, "LANG": "C.UTF-8"}
+    environment.update(env or {})
+    return subprocess.run(argv, input=input, capture_output=True, text=True, env=environment, cwd=cwd,
+                          user=user.pw_uid, group=user.pw_gid, extra_groups=[], timeout=timeout)
 
-    def __init__(self, program, sink_port):
+
+class PostfixInstance:
+    """A private Postfix in its own directory, with mlmpipe behind it.
+
+    With `installation` (tests/install_harness.py, after `make install`) the
+    instance starts without mlmpipe's wiring, which the test has the
+    installed `mlmpipe ... --apply` write; mlmpipe is the installed command,
+    run by root (it switches to the delivery user itself), and there is no
+    tap.  Without it, the wiring and the runners are the harness's own."""
+
+    def __init__(self, program, sink_port, installation=None):
+        self.installation = installation
         self.source = program
         self.sink_port = sink_port
         self.port = free_port()
@@ -301,6 +324,12 @@ class PostfixInstance:
         self.sendmail = os.path.join(self.bin, "sendmail")
         self.maillog = os.path.join(self.directory, "maillog")
         self.mlmpipe_log = os.path.join(self.home, "mlmpipe.log")
+        if installation is not None:
+            self.home = installation.statedir
+            self.config = installation.config
+            self.runner = installation.command
+            self.mlmpipe_log = os.path.join(installation.statedir, "mlmpipe.log")
+            self.tap = None
         self._default_main_cf = None  # original bytes of /etc/postfix/main.cf, or b"" if absent
         self.started = False
 
@@ -308,24 +337,28 @@ class PostfixInstance:
 
     def build(self, aliases):
         """Write config, wrappers and the alias database; `aliases` maps alias -> command args."""
+        wired = self.installation is None
         for path in (self.etc, self.queue, self.bin):
             os.makedirs(path, mode=0o755)
         os.makedirs(self.data, mode=0o700)
         os.chown(self.data, pwd.getpwnam("postfix").pw_uid, -1)
-        os.makedirs(self.home, mode=0o700)
-        os.chown(self.home, self.user.pw_uid, self.user.pw_gid)
-        os.makedirs(self.tap, mode=0o700)
-        os.chown(self.tap, self.user.pw_uid, self.user.pw_gid)
-        self._write(os.path.join(self.etc, "main.cf"), MAIN_CF.format(
-            queue=self.queue, data=self.data, etc=self.etc, directory=self.directory,
-            myhostname=MYHOSTNAME, alias_domain=ALIAS_DOMAIN, pipe_domain=PIPE_DOMAIN,
-            sink_port=self.sink_port))
-        self._write(os.path.join(self.etc, "master.cf"), MASTER_CF.format(
-            port=self.port, user=self.user.pw_name, pipe_runner=self.pipe_runner, config=self.config))
-        self._write(os.path.join(self.etc, "transport"), "%s mlmpipe:\n" % PIPE_DOMAIN)
+        if wired:
+            for path in (self.home, self.tap):
+                os.makedirs(path, mode=0o700)
+                os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        names = dict(queue=self.queue, data=self.data, etc=self.etc, directory=self.directory,
+                     myhostname=MYHOSTNAME, alias_domain=ALIAS_DOMAIN, pipe_domain=PIPE_DOMAIN,
+                     sink_port=self.sink_port, port=self.port, user=self.user.pw_name,
+                     pipe_runner=self.pipe_runner, config=self.config)
+        self._write(os.path.join(self.etc, "main.cf"),
+                    MAIN_CF.format(**names) + (MAIN_CF_MLMPIPE.format(**names) if wired else ""))
+        self._write(os.path.join(self.etc, "master.cf"),
+                    MASTER_CF.format(**names) + (MASTER_CF_MLMPIPE.format(**names) if wired else ""))
         self._write(self.sendmail, SENDMAIL_WRAPPER.format(etc=self.etc, sendmail=SENDMAIL), 0o755)
-        self._write_runner()
-        self._write(self.pipe_runner, PIPE_RUNNER.format(tap=self.tap, runner=self.runner), 0o755)
+        if wired:
+            self._write(os.path.join(self.etc, "transport"), "%s mlmpipe:\n" % PIPE_DOMAIN)
+            self._write_runner()
+            self._write(self.pipe_runner, PIPE_RUNNER.format(tap=self.tap, runner=self.runner), 0o755)
         # Outside the config directory, which `postfix check` wants owned by root.
         os.makedirs(os.path.join(self.directory, "aliases"), mode=0o755)
         alias_file = os.path.join(self.directory, "aliases", "aliases")
@@ -334,7 +367,7 @@ class PostfixInstance:
             for name, args in aliases.items()))
         subprocess.run([POSTALIAS, "-c", self.etc, alias_file], check=True)
         # local(8) runs an alias's command as the owner of the alias database.
-        for path in (alias_file, alias_file + ".db"):
+        for path in (alias_file, alias_file + ".db") if wired else ():
             os.chown(path, self.user.pw_uid, self.user.pw_gid)
 
     def _write(self, path, text, mode=0o644):
@@ -384,18 +417,17 @@ class PostfixInstance:
 
     def run_as_user(self, argv, input=None, check=True, env=None):
         """Run a command as the unprivileged delivery user, in mlmpipe's directory."""
-        environment = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": self.home, "LANG": "C.UTF-8"}
-        environment.update(env or {})
-        done = subprocess.run(argv, input=input, capture_output=True, text=True, env=environment,
-                              cwd=self.home, user=self.user.pw_uid, group=self.user.pw_gid,
-                              extra_groups=[], timeout=60)
+        done = run_as(self.user, argv, input=input, cwd=self.home, env=env)
         if check and done.returncode != 0:
             raise AssertionError("%s exited %s\nstdout: %s\nstderr: %s"
                                  % (" ".join(argv), done.returncode, done.stdout, done.stderr))
         return done
 
     def mlmpipe(self, *args, check=True, input=None):
-        """Run an mlmpipe subcommand with the instance's config, as the delivery user."""
+        """Run an mlmpipe subcommand with the instance's config, as the delivery user (the
+        installed command as root: it switches to that user itself)."""
+        if self.installation is not None:
+            return self.installation.mlmpipe("-c", self.config, *args, check=check, input=input)
         return self.run_as_user([self.runner, "-c", self.config] + list(args), input=input, check=check)
 
     def write_mlmpipe_config(self, **settings):
@@ -500,6 +532,7 @@ class PostfixInstance:
 
     def tapped(self, predicate=lambda t: True):
         """The messages the pipe transport handed mlmpipe (oldest first) that `predicate` is true of."""
+        assert self.tap is not None, "the installed wiring has no tap"
         found = []
         for name in sorted(os.listdir(self.tap), key=lambda n: os.stat(os.path.join(self.tap, n)).st_mtime_ns):
             path = os.path.join(self.tap, name)
