@@ -3901,6 +3901,7 @@ def forward_to_owners(d):
 # README's Bounces.  Digests arrive with the digest issue.
 
 def cmd_cron(cfg, args):
+    os.umask(0o077)                   # cron's own umask is 022; what cron writes is the list's
     db = open_db(cfg)
     log = Log(cfg.log)
     clean_spool(cfg)
