@@ -5290,7 +5290,7 @@ def config_block(lines, starts):
 def postfix_program(name):
     """Postfix's program NAME: on PATH, else in /usr/sbin; None if missing."""
     import shutil
-    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+    path = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/usr/local/sbin"])
     return shutil.which(name, path=path)
 
 
@@ -6057,7 +6057,7 @@ def cmd_check(cfg, args):
     lists = check_database(found)
     if cfg.verp == "qmail":
         check_qmail(found, lists)
-    elif postfix_tool("postconf"):
+    elif postfix_program("postconf"):
         check_postfix(found, lists)
     choose_delivery_user(found)
     check_config(found)
@@ -6249,12 +6249,6 @@ def check_bytecode(found):
 # Postfix: the pipe(8) way (a transport map entry for the list's domain, a
 # pipe service running mlmpipe) or the alias way (local(8), alias_maps).
 
-def postfix_tool(name):
-    import shutil
-    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin",
-                                                    "/usr/local/sbin"]))
-
-
 class PostfixReader:
     """postconf, postmap and postalias on one configuration directory."""
 
@@ -6270,7 +6264,7 @@ class PostfixReader:
 
     def ask(self, tool, *args):
         try:
-            done = subprocess.run([postfix_tool(tool) or tool] + (["-c", self.dir] if self.dir else []) + list(args),
+            done = subprocess.run([postfix_program(tool) or tool] + (["-c", self.dir] if self.dir else []) + list(args),
                                   capture_output=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return None, str(exc)
