@@ -977,6 +977,7 @@ PG_SQL = [
     (r"SELECT value FROM json_each\(\?\)", "SELECT value::bigint FROM json_array_elements_text(?::json) AS j(value)"),
     (r"\?", "%s"),
     (r"\b(AND|OR|NOT) 1\b(?!\s*[-+*/=<>!|.0-9])", r"\1 TRUE"),  # a condition that is always true
+    (r"^(INSERT INTO (\w+) .* DO UPDATE SET \w+ = max\()(\w+),", r"\1\2.\3,"),  # (the table's, not excluded's)
     (r"\bmax\(([^(),]+),([^()]+)\)", r"greatest(\1,\2)"),    # SQLite's two-argument max()
     (r"^PRAGMA user_version = (\d+)$", r"UPDATE mlmpipe_schema SET version = \1"),
     (r"^PRAGMA user_version$", "SELECT version FROM mlmpipe_schema"),
