@@ -340,7 +340,7 @@ class MList:
 
     def __init__(self, root, name=LIST, domain=DOMAIN, verp="postfix",
                  batch_size=500, qmail_prefix=None, extra=None,
-                 write_config=True):
+                 write_config=True, database=None):
         self.root = Path(root)
         self.name = name
         self.domain = domain
@@ -352,7 +352,7 @@ class MList:
         if not write_config:
             return
         lines = ["[mlmpipe]",
-                 f"database = {self.root / 'db.sqlite'}",
+                 f"database = {database or self.root / 'db.sqlite'}",
                  f"archive = {self.root / 'archive'}",
                  f"sendmail = {FAKE_SENDMAIL}",
                  f"verp = {verp}",
@@ -545,6 +545,54 @@ def footer_kind(msg, ml, thread):
     return kinds.pop()
 
 
+# PostgreSQL ##################################################################
+# The integration modules below run each test twice, against SQLite and against
+# PostgreSQL (a throwaway cluster, tests/pg_harness.py); every other test uses
+# SQLite alone.  Without PostgreSQL installed the postgresql half is skipped,
+# except under CI, where it must run.
+
+PG_MODULES = {"test_delivery", "test_commands", "test_membership", "test_bounces"}
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.module.__name__.rpartition(".")[2] in PG_MODULES and "make_list" in metafunc.fixturenames:
+        metafunc.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
+def backend(request):
+    """The database the test's lists use: sqlite, or postgresql."""
+    return getattr(request, "param", "sqlite")
+
+
+_CLUSTER = []
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """The session's PostgreSQL cluster, started on first use, removed at the end."""
+    import pg_harness
+    if pg_harness.binaries() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    user = None
+    if os.geteuid() == 0:                     # PostgreSQL refuses to run as root
+        from postfix_harness import ensure_user
+        user = ensure_user()
+    cluster = pg_harness.Cluster(user)
+    yield cluster
+    cluster.remove()
+
+
+def pg_database(cluster, template=None):
+    """A new database on the cluster (empty, or a copy of `template`'s); its `database =` setting."""
+    name = "t%d_%d" % (os.getpid(), len(_CLUSTER))
+    _CLUSTER.append(name)
+    cluster.admin("CREATE DATABASE %s" % name + (" TEMPLATE %s" % template if template else ""))
+    return cluster.url(name)
+
+
 @pytest.fixture(scope="session")
 def list_templates(tmp_path_factory):
     """Set-up lists kept once per session, copied for each test (the admin
@@ -553,28 +601,39 @@ def list_templates(tmp_path_factory):
 
 
 @pytest.fixture
-def make_list(tmp_path, list_templates):
+def make_list(tmp_path, list_templates, backend, request):
     """Factory: make_list(members, **config) -> set-up MList of its own."""
     count = [0]
+    cluster = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
+    copies = []
 
     def factory(members=None, **config):
         members = MIXED if members is None else members
-        key = repr((sorted(members.items()), sorted(config.items())))
+        key = repr((backend, sorted(members.items()), sorted(config.items())))
         made = list_templates["made"]
         if key not in made:
             template = Path(tempfile.mkdtemp(dir=list_templates["root"]))
-            MList(template, **config).setup(members)
-            made[key] = template
-        template = made[key]
+            url = pg_database(cluster) if cluster else None
+            MList(template, database=url, **config).setup(members)
+            made[key] = (template, url)
+        template, url = made[key]
         count[0] += 1
         root = tmp_path / f"l{count[0]}"
         shutil.copytree(template, root)
         cfg = root / "mlmpipe.cfg"
-        cfg.write_text(cfg.read_text().replace(str(template), str(root)))
+        text = cfg.read_text().replace(str(template), str(root))
+        if url:
+            copy = pg_database(cluster, template=url.rpartition("/")[2])
+            copies.append(copy.rpartition("/")[2])
+            text = text.replace(url, copy)
+        cfg.write_text(text)
         ml = MList(root, write_config=False, **config)
         ml.members_added = dict(members)
+        ml.backend = backend
         return ml
-    return factory
+    yield factory
+    for copy in copies:
+        cluster.admin("DROP DATABASE IF EXISTS %s WITH (FORCE)" % copy)
 
 
 @pytest.fixture

@@ -338,7 +338,7 @@ def test_a_version_1_database_is_migrated(tmp_path):
     old.execute("INSERT INTO members (list_id, subscriber_id, bounce_score) VALUES (1, 1, 2)")
     old.commit()
     old.close()
-    cfg = type("Cfg", (), {"database": str(path), "db_timeout": 5})()
+    cfg = type("Cfg", (), {"database": str(path), "db_timeout": 5, "postgres": False})()
     db = mlmpipe.open_db(cfg)
     assert db.execute("PRAGMA user_version").fetchone()[0] == mlmpipe.read_schema().version >= 6
     row = db.execute("SELECT * FROM members").fetchone()
