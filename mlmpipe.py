@@ -6681,6 +6681,7 @@ def check_dot_qmail(found, path, apply):
 
 LMTP_LISTEN = "127.0.0.1:8024"
 LMTP_WORKERS = 8                  # the most deliveries at once by default (fewer with fewer CPUs)
+LMTP_LINE = 64 * 1024             # bytes a line of a message may have (RFC 5321 says 1000; deliver takes any)
 LMTP_RECIPIENTS = 100             # recipients per transaction; the MTA sends the rest in another
 LMTP_CODES = {"2": 250, "4": 451, "5": 550, "5.3.4": 552, "4.3.1": 452}
 LMTP_STATUS_RE = Pattern(r"^([245])\.[0-9]{1,3}\.[0-9]{1,3}(?= |$)")
@@ -6794,11 +6795,13 @@ class Listener:
         for job in [self.pool.submit(int) for _ in range(self.workers)]:
             job.result()
 
-    def refusal(self, recipients):
-        sentence = "5.3.4 message too large for mlmpipe (limit %d KB)" % self.cfg.max_message_kb
+    def refusal(self, recipients, too_long):
+        """The reply to each recipient of a message refused while it came in, each logged."""
+        reply = "554 5.6.0 mlmpipe: a line of the message is longer than %d bytes" % LMTP_LINE if too_long \
+            else "552 5.3.4 message too large for mlmpipe (limit %d KB)" % self.cfg.max_message_kb
         for recipient in recipients:
-            self.log("list=- recipient=%s outcome=refused %s" % (clean_header(recipient), sentence))
-        return "552 " + sentence
+            self.log("list=- recipient=%s outcome=refused %s" % (clean_header(recipient), reply[4:]))
+        return "\r\n".join([reply] * len(recipients))
 
     async def handle_RCPT(self, server, session, envelope, address, options):
         if len(envelope.rcpt_tos) >= LMTP_RECIPIENTS:
@@ -6893,6 +6896,8 @@ def lmtp_session_class():
     from aiosmtpd.lmtp import LMTP
 
     class Session(LMTP):
+        line_length_limit = LMTP_LINE
+
         def __init__(self, listener, **kw):
             super().__init__(listener, **kw)
             self.listener = listener
@@ -6924,7 +6929,7 @@ def lmtp_session_class():
             if status.startswith("552 Error: message size exceeds"):          # MAIL FROM's SIZE=
                 status = "552 5.3.4 message too large for mlmpipe (limit %d KB)" % self.listener.cfg.max_message_kb
             elif self.receiving and status.startswith(("552 Error: Too much mail data", "500 Line too long")):
-                status = "\r\n".join([self.listener.refusal(self.receiving)] * len(self.receiving))
+                status = self.listener.refusal(self.receiving, status.startswith("500"))
             await super().push(status)
     return Session
 

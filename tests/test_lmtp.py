@@ -121,7 +121,7 @@ def transaction(lmtp, sender, recipients, raw):
     for rcpt in recipients:
         code, said = lmtp.rcpt(rcpt)
         assert code == 250, said
-    first = lmtp.data(raw)
+    first = lmtp.data(raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))    # as an MTA sends it
     return [first] + [lmtp.getreply() for _ in recipients[1:]]
 
 
@@ -212,6 +212,22 @@ def test_an_oversize_message_is_refused_at_size_and_at_data(make_list, serve):
         small = make_msg("Ann <ann@example.com>", ml.addr("help"), "help")
         assert transaction(lmtp, "ann@example.com", [ml.addr("help")], small)[0][0] == 250
     assert len(ml.take()) == 1                       # the help answer only
+    assert server.stop() == 0
+
+
+def test_long_lines_pass_and_a_line_past_64_kb_is_refused_for_each_recipient(make_list, serve):
+    ml = make_list()
+    ml.take()
+    server = serve(ml)
+    raw = make_msg("Ann <ann@example.com>", ml.addr("help"), "help")
+    with server.client() as lmtp:
+        long = raw + b"y" * 5000 + b"\n"            # longer than RFC 5321's 1000, as deliver takes it
+        assert transaction(lmtp, "ann@example.com", [ml.addr("help")], long)[0][0] == 250
+        huge = raw + b"y" * (70 * 1024) + b"\n"
+        answers = transaction(lmtp, "ann@example.com", [ml.addr("help"), ml.addr("new")], huge)
+        assert [a[0] for a in answers] == [554, 554], answers
+        assert all(text(a).startswith("5.6.0") for a in answers), answers
+    assert len(ml.take()) == 1
     assert server.stop() == 0
 
 
@@ -392,3 +408,20 @@ def test_the_same_message_to_two_recipients_of_one_list_is_distributed_once(flis
         assert transaction(lmtp, "m00@example.com", [ml.addr("new")], raw)[0][0] == 250
         assert transaction(lmtp, "m00@example.com", [ml.addr("new")], raw)[0][0] == 250
     assert set(once_each(deliveries(ml.take()))) == ml.active()
+
+
+def test_a_worker_killed_mid_delivery_is_a_4xx_and_is_replaced(flist, serve):
+    """The fake sendmail SIGKILLs the worker that runs it: that delivery is
+    answered 451 (the MTA retries it), new workers take over, and the retry
+    sends every copy once."""
+    ml = flist
+    server = serve(ml, env={"FAKE_SENDMAIL_FAIL_AT": "2", "FAKE_SENDMAIL_FAIL_CODE": "killparent"})
+    raw = make_msg(AUTHOR, ml.addr("new"), "Killed halfway")
+    with server.client() as lmtp:
+        [reply] = transaction(lmtp, "m00@example.com", [ml.addr("new")], raw)
+    assert reply[0] == 451 and text(reply).startswith("4.3.0"), reply
+    with server.client() as lmtp:
+        [reply] = transaction(lmtp, "m00@example.com", [ml.addr("new")], raw)
+    assert reply[0] == 250, (reply, server.output())
+    assert set(once_each(deliveries(ml.take()))) == ml.active()
+    assert server.stop() == 0
