@@ -25,8 +25,10 @@ Usage:
   mlmpipe import [options] LIST FILE [--from=FORMAT] [--first] [--format=FMT]
                  [--digest=MODE] [--nomail]
   mlmpipe mta-config [options] (postfix|qmail) LIST [--alias] [--apply | --remove] [--dir=DIR]
+                     [--listen=ADDR]
   mlmpipe log [options] [MESSAGE_ID]
   mlmpipe check [options] [--dir=DIR]
+  mlmpipe lmtp [options] [--listen=ADDR] [--workers=N]
   mlmpipe (-h | --help)
 
 Options:
@@ -57,6 +59,11 @@ Options:
   --dir=DIR               Postfix's configuration directory (else postconf's
                           config_directory); qmail: the home directory that
                           holds the .qmail files
+  --listen=ADDR           lmtp: HOST:PORT or the path of a unix socket to
+                          listen on (else 127.0.0.1:8024); mta-config: the
+                          Postfix lines that send the list's mail there
+  --workers=N             lmtp: deliveries at once, each in a process of its
+                          own (else the CPUs, at most 8)
 """
 
 # Imports ####################################################################
@@ -2376,6 +2383,8 @@ def deliver(cfg, log, stdin, env, recipient=None, sender=None):
     finally:
         remove_spool(d.spool)
         log(log_line(d, time.time() - started))
+        if d.db is not None:
+            d.db.close()          # now, not when a traceback that holds it is freed (the LMTP workers live on)
 
 
 OUTCOME_WORDS = {Outcome: "ok", Discard: "discarded", Refuse: "refused", Temporary: "temporary"}
@@ -5286,11 +5295,37 @@ def cmd_mta_config(cfg, args):
     elif lst is None:
         need_list(db, name)
     mta = "postfix" if args["postfix"] else "qmail"
+    if args.get("--listen"):
+        if mta == "qmail" or args["--alias"] or args["--apply"] or args["--remove"]:
+            raise AdminError("--listen prints the lines of Postfix's LMTP transport, to be written by hand; "
+                             "it goes with neither qmail, --alias, --apply nor --remove")
+        print(lmtp_text(cfg, lst, args["--listen"], args["--dir"]))
+        return 0
     if args["--apply"] or args["--remove"]:
         wire(cfg, db, lst, mta, args["--alias"], args["--remove"], args["--dir"], print)
     else:
         print(mta_text(cfg, lst, mta, args["--alias"], args["--dir"]))
     return 0
+
+
+def lmtp_text(cfg, lst, listen, directory):
+    """The Postfix lines that send a list's domain to `mlmpipe lmtp --listen=LISTEN`."""
+    address = lmtp_address(listen)
+    values = dict(name=lst["name"], domain=lst["domain"], type="hash", postfix="postfix",
+                  dir=directory or "/etc/postfix", queue="/var/spool/postfix", conf=os.path.abspath(cfg.path))
+    if postfix_program("postconf"):
+        pf = Postfix(directory)
+        values.update(dir=pf.dir, type=pf.maptype, postfix=pf.command,
+                      queue=pf.run("postconf", "-h", "-x", "queue_directory").strip() or values["queue"])
+    values["map"] = os.path.join(values["dir"], POSTFIX_MAP)
+    if address[0] == "inet":
+        values["nexthop"] = "lmtp:inet:%s:%d" % (("[%s]" if ":" in address[1] else "%s") % address[1], address[2])
+        values["socket"] = ""
+    else:
+        inside = os.path.relpath(address[1], values["queue"])
+        values["nexthop"] = "lmtp:unix:" + (address[1] if inside.startswith("..") else inside)
+        values["socket"] = POSTFIX_LMTP_SOCKET % values if inside.startswith("..") else ""
+    return (POSTFIX_LMTP_TEMPLATE % values).rstrip()
 
 
 def run_command():
@@ -6071,6 +6106,28 @@ mlmpipe   unix  -       n       n       -       10      pipe
 # The alias way instead: mlmpipe mta-config postfix %(name)s --alias
 """
 
+POSTFIX_LMTP_TEMPLATE = """\
+# Postfix: %(name)s@%(domain)s over LMTP: the whole domain
+# %(domain)s goes to 'mlmpipe -c %(conf)s lmtp',
+# which must be running (README: LMTP; examples/systemd/ runs it).
+#
+# main.cf (keep what relay_domains and transport_maps hold already):
+relay_domains = %(domain)s
+transport_maps = %(type)s:%(map)s
+#
+# %(map)s, then: postmap %(type)s:%(map)s
+%(domain)s %(nexthop)s
+%(socket)s#
+# then: %(postfix)s reload.  One LMTP transaction carries several recipients
+# (lmtp_destination_recipient_limit); mlmpipe answers for each.
+"""
+
+POSTFIX_LMTP_SOCKET = """\
+# Postfix's lmtp(8) runs chrooted in %(queue)s when master.cf's
+# chroot column says y (Debian's does): there it looks for this socket
+# inside %(queue)s; put the socket there, or set that column to n.
+"""
+
 POSTFIX_ALIAS_TEMPLATE = """\
 # Postfix: %(name)s@%(domain)s through one alias, delivered by local(8);
 # %(domain)s must be one of mydestination.  'mlmpipe mta-config postfix
@@ -6792,12 +6849,297 @@ def check_dot_qmail(found, path, apply):
                 found.problem("%s: %s" % (path, wrong), apply)
 
 
+# The LMTP listener ###########################################################
+# `mlmpipe lmtp` takes mail from the MTA over LMTP (RFC 2033) and runs the
+# deliver pipeline once per recipient, so a busy site pays no Python start per
+# message (README: LMTP).  The event loop only talks; deliveries run in worker
+# processes forked before the loop starts: a delivery is synchronous and
+# CPU- and SQLite-bound (threads would queue on one interpreter lock), and
+# within()'s SIGALRM budget works only in a process's main thread.
+
+LMTP_LISTEN = "127.0.0.1:8024"
+LMTP_WORKERS = 8                  # the most deliveries at once by default (fewer with fewer CPUs)
+LMTP_LINE = 64 * 1024             # bytes a line of a message may have (RFC 5321 says 1000; deliver takes any)
+LMTP_RECIPIENTS = 100             # recipients per transaction; the MTA sends the rest in another
+LMTP_CODES = {"2": 250, "4": 451, "5": 550, "5.3.4": 552, "4.3.1": 452}
+LMTP_STATUS_RE = Pattern(r"^([245])\.[0-9]{1,3}\.[0-9]{1,3}(?= |$)")
+LMTP_PRELOAD = ("io", "json", "random", "calendar", "socket", "email.policy", "email.parser")
+
+
+def lmtp_address(text):
+    """("unix", path) or ("inet", host, port) of a --listen address.
+
+    >>> lmtp_address("127.0.0.1:8024")
+    ('inet', '127.0.0.1', 8024)
+    >>> lmtp_address("[::1]:24")
+    ('inet', '::1', 24)
+    >>> lmtp_address("/run/mlmpipe/lmtp.sock")
+    ('unix', '/run/mlmpipe/lmtp.sock')
+    """
+    if "/" in text:
+        return ("unix", os.path.abspath(text))
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AdminError("--listen takes HOST:PORT (such as %s) or the path of a unix socket, not %s"
+                         % (LMTP_LISTEN, text))
+    return ("inet", host, int(port))
+
+
+def lmtp_reply(kind, sentence):
+    """The LMTP reply to one recipient: deliver's outcome and its enhanced status code.
+
+    >>> lmtp_reply("ok", "")
+    '250 2.0.0 delivered'
+    >>> lmtp_reply("permanent", "5.1.1 no such mailing list here")
+    '550 5.1.1 no such mailing list here'
+    >>> lmtp_reply("temporary", "4.3.0 mlmpipe: database unavailable")
+    '451 4.3.0 mlmpipe: database unavailable'
+    >>> lmtp_reply("permanent", "5.3.4 message too large")
+    '552 5.3.4 message too large'
+    """
+    text = " ".join(unsafe_replaced(sentence).split()).encode("ascii", "replace").decode("ascii")[:400]
+    first = {"ok": "2", "permanent": "5", "temporary": "4"}[kind]
+    status = LMTP_STATUS_RE.match(text)
+    if status is None or status.group(1) != first:
+        text = "%s.0.0 %s" % (first, text or "delivered")
+    code = text.split(" ", 1)[0]
+    return "%d %s" % (LMTP_CODES.get(code, LMTP_CODES[first]), text)
+
+
+def lmtp_worker_start(clock):
+    """A worker process begins: the listener alone answers SIGTERM and SIGINT
+    (a handler that does nothing, not SIG_IGN, which sendmail would inherit)."""
+    global CLOCK
+    import signal
+    CLOCK = clock
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: None)
+
+
+def lmtp_deliver(path, data, recipient, sender):
+    """One recipient's delivery, in a worker: the (kind, sentence) of deliver's
+    Outcome, caught and logged as run_deliver does."""
+    import io
+    log = Log("stderr")
+    try:
+        cfg = load_config(path)
+        log = Log(cfg.log)                # one per message: it carries the message's context
+        deliver(cfg, log, io.BytesIO(data), {}, recipient, sender)
+        result = Outcome()
+        result.logged = True
+    except Outcome as outcome:
+        result = outcome
+    except (sqlite3.Error, OSError) as exc:
+        log.traceback()
+        result = temporary_for(exc, "delivering")
+    except Exception:
+        log.traceback()
+        result = Temporary("4.3.0 mlmpipe: internal error; the message is kept and will be retried "
+                           "(details in the mail log)")
+    finally:
+        digested.cache_clear()            # their keys hold this message's database connection
+        thread_named.cache_clear()
+    if not getattr(result, "logged", False):
+        log("list=- recipient=%s sender=%s outcome=%s %s" % (clean_header(recipient), clean_header(sender),
+                                                           OUTCOME_WORDS.get(type(result), "outcome"),
+                                                           result.sentence))
+    return result.kind, result.sentence
+
+
+class Listener:
+    """The LMTP server's state: the worker pool, the open sessions and the
+    deliveries under way; its handle_* methods are aiosmtpd's hooks."""
+
+    def __init__(self, cfg, workers, log):
+        self.cfg, self.workers, self.log = cfg, workers, log
+        self.pool = None
+        self.sessions = set()
+        self.jobs = set()                 # asyncio tasks of deliveries in the workers
+        self.stopping = False
+        self.server = self.stopped = None
+
+    def start_pool(self):
+        """Fork the workers now, while this process has no thread and no event
+        loop: they inherit the imported program and never import it again."""
+        import concurrent.futures
+        import importlib
+        import multiprocessing
+        for name in LMTP_PRELOAD:
+            importlib.import_module(name)
+        self.pool = concurrent.futures.ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("fork"),
+            initializer=lmtp_worker_start, initargs=(CLOCK,))
+        for job in [self.pool.submit(int) for _ in range(self.workers)]:
+            job.result()
+
+    def refusal(self, recipients, too_long):
+        """The reply to each recipient of a message refused while it came in, each logged."""
+        reply = "554 5.6.0 mlmpipe: a line of the message is longer than %d bytes" % LMTP_LINE if too_long \
+            else "552 5.3.4 message too large for mlmpipe (limit %d KB)" % self.cfg.max_message_kb
+        for recipient in recipients:
+            self.log("list=- recipient=%s outcome=refused %s" % (clean_header(recipient), reply[4:]))
+        return "\r\n".join([reply] * len(recipients))
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        if len(envelope.rcpt_tos) >= LMTP_RECIPIENTS:
+            return "452 4.5.3 too many recipients; send the rest in another transaction"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        """Deliver to each recipient at once; answer for each in order (RFC 2033)."""
+        import asyncio
+        data, sender = envelope.original_content, envelope.mail_from or ""
+        jobs = [asyncio.ensure_future(self.delivery(data, r, sender)) for r in envelope.rcpt_tos]
+        self.jobs.update(jobs)
+        for job in jobs:
+            job.add_done_callback(self.jobs.discard)
+        for job in jobs[:-1]:
+            await server.push(await job)
+        return await jobs[-1]
+
+    async def delivery(self, data, recipient, sender):
+        import asyncio
+        from concurrent.futures.process import BrokenProcessPool
+        pool = self.pool
+        try:
+            kind, sentence = await asyncio.get_running_loop().run_in_executor(
+                pool, lmtp_deliver, self.cfg.path, data, recipient, sender)
+        except BrokenProcessPool:
+            if pool is self.pool:         # a worker died (killed, out of memory): every job under way fails
+                self.log("lmtp: a delivery process died; starting new ones")
+                pool.shutdown(wait=False)
+                self.start_pool()
+            kind, sentence = "temporary", "4.3.0 mlmpipe: the delivery process died; the message will be retried"
+        return lmtp_reply(kind, sentence)
+
+    def stop(self, signum):
+        """SIGTERM: accept nothing more; a session receiving or delivering a
+        message finishes it, the others are told 421 (nothing of theirs was
+        answered 250, so the MTA retries it)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.log("lmtp: signal %d: finishing %d deliveries, then stopping" % (signum, len(self.jobs)))
+        self.server.close()
+        for session in list(self.sessions):
+            if not session.receiving:
+                session.goodbye()
+        self.stopped.set()
+
+    async def serve(self, address):
+        import asyncio
+        import signal
+        loop = asyncio.get_running_loop()
+        session = lmtp_session_class()
+        hostname = self.cfg.values["domain"] or os.uname().nodename
+
+        def factory():
+            return session(self, data_size_limit=self.cfg.max_message_kb * 1024, enable_SMTPUTF8=True,
+                           hostname=hostname, ident="mlmpipe", loop=loop)
+        if address[0] == "unix":
+            lmtp_unlink_socket(address[1])
+            self.server = await loop.create_unix_server(factory, address[1])
+            os.chmod(address[1], 0o666)   # who may connect: the directory's permissions say (README: LMTP)
+        else:
+            self.server = await loop.create_server(factory, address[1], address[2], reuse_address=True)
+        self.stopped = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop, signum)
+        self.log("lmtp: listening on %s with %d delivery processes"
+                 % (address[1] if address[0] == "unix" else "%s:%d" % address[1:], self.workers))
+        await self.stopped.wait()
+        while any(s.receiving for s in self.sessions) or self.jobs:
+            await asyncio.sleep(0.05)
+        if address[0] == "unix":
+            lmtp_unlink_socket(address[1])
+
+
+def lmtp_unlink_socket(path):
+    """Remove a socket left at path; refuse to replace anything else."""
+    import stat
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise AdminError("%s exists and is not a socket; give --listen another path" % path)
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def lmtp_session_class():
+    """aiosmtpd's LMTP session, answering once per recipient when DATA is
+    refused (too large, a line too long), and telling the listener what it does."""
+    from aiosmtpd.lmtp import LMTP
+
+    class Session(LMTP):
+        line_length_limit = LMTP_LINE
+
+        def __init__(self, listener, **kw):
+            super().__init__(listener, **kw)
+            self.listener = listener
+            self.receiving = ()           # recipients of the DATA under way
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.listener.sessions.add(self)
+
+        def connection_lost(self, error):
+            self.listener.sessions.discard(self)
+            super().connection_lost(error)
+
+        def goodbye(self):
+            if self.transport is not None:
+                self.transport.write(b"421 4.3.2 mlmpipe is shutting down; try again later\r\n")
+                self.transport.close()
+
+        async def smtp_DATA(self, arg):
+            self.receiving = tuple(self.envelope.rcpt_tos) if self.envelope else ()
+            try:
+                await super().smtp_DATA(arg)
+            finally:
+                self.receiving = ()
+            if self.listener.stopping:
+                self.goodbye()
+
+        async def push(self, status):
+            if status.startswith("552 Error: message size exceeds"):          # MAIL FROM's SIZE=
+                status = "552 5.3.4 message too large for mlmpipe (limit %d KB)" % self.listener.cfg.max_message_kb
+            elif self.receiving and status.startswith(("552 Error: Too much mail data", "500 Line too long")):
+                status = self.listener.refusal(self.receiving, status.startswith("500"))
+            await super().push(status)
+    return Session
+
+
+def cmd_lmtp(cfg, args):
+    """Serve LMTP until SIGTERM (README: LMTP)."""
+    address = lmtp_address(args["--listen"] or LMTP_LISTEN)
+    workers = args["--workers"] or str(min(LMTP_WORKERS, os.cpu_count() or 1))
+    if not workers.isdigit() or not 0 < int(workers) <= 256:
+        raise AdminError("--workers takes a number from 1 to 256, not %s" % workers)
+    try:
+        import aiosmtpd.lmtp  # noqa: F401
+    except ImportError:
+        raise AdminError("mlmpipe lmtp needs aiosmtpd: pip install -r requirements.txt")
+    import asyncio
+    log = Log(cfg.log)
+    listener = Listener(cfg, int(workers), log)
+    listener.start_pool()
+    try:
+        asyncio.run(listener.serve(address))
+    finally:
+        listener.pool.shutdown(wait=True)
+    log("lmtp: stopped")
+    return 0
+
+
 SUBCOMMANDS = {
     "init": cmd_init, "newlist": cmd_newlist, "rmlist": cmd_rmlist, "lists": cmd_lists,
     "config": cmd_config, "add": cmd_add, "remove": cmd_remove, "members": cmd_members,
     "threads": cmd_threads, "thread": cmd_thread, "held": cmd_held, "approve": cmd_approve,
     "reject": cmd_reject, "cron": cmd_cron, "export": cmd_export, "import": cmd_import,
-    "mta-config": cmd_mta_config, "log": cmd_log, "check": cmd_check,
+    "mta-config": cmd_mta_config, "log": cmd_log, "check": cmd_check, "lmtp": cmd_lmtp,
 }
 
 

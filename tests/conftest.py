@@ -52,7 +52,7 @@ TWELVE = {"m%02d@example.com" % i: (pref, fmt) for i, (pref, fmt) in enumerate(
 # What the MTA may have left in our own environment must not leak in.
 ENV_DROP = ("ORIGINAL_RECIPIENT", "RECIPIENT", "SENDER", "LOCAL", "HOST",
             "EXT", "RPLINE", "DTLINE", "MLMPIPE_CONFIG", "FAKE_SENDMAIL_DIR",
-            "FAKE_SENDMAIL_FAIL_AT", "FAKE_SENDMAIL_FAIL_CODE")
+            "FAKE_SENDMAIL_FAIL_AT", "FAKE_SENDMAIL_FAIL_CODE", "FAKE_SENDMAIL_DELAY")
 
 TIMEOUT = 60
 

@@ -8,6 +8,7 @@ without recording, as FAKE_SENDMAIL_FAIL_CODE says: a number (default 75) is
 the exit code; "kill" kills this call with SIGKILL; "hang" sleeps for
 $FAKE_SENDMAIL_HANG seconds (default an hour; for sendmail_timeout); "killparent" SIGKILLs the mlmpipe that called it,
 so mlmpipe dies between batches, before this batch is accepted.
+FAKE_SENDMAIL_DELAY=S makes every call take S seconds more (a slow fan-out).
 """
 import json
 import os
@@ -20,6 +21,9 @@ def main():
     os.makedirs(spool, exist_ok=True)
     argv = sys.argv[1:]
     message = sys.stdin.buffer.read()
+    if os.environ.get("FAKE_SENDMAIL_DELAY"):
+        import time
+        time.sleep(float(os.environ["FAKE_SENDMAIL_DELAY"]))
     counter = os.path.join(spool, "calls")
     fd = os.open(counter, os.O_RDWR | os.O_CREAT, 0o644)
     import fcntl

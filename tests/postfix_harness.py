@@ -383,7 +383,8 @@ class PostfixInstance:
         here = os.path.dirname(os.path.abspath(self.source))
         for name in ("mlmpipe.py", "schema.sql"):
             shutil.copy(os.path.join(here, name), os.path.join(self.lib, name))
-        for module in ("docopt", "html2text", "dns", "flufl", "public", "publicsuffixlist"):
+        for module in ("docopt", "html2text", "dns", "flufl", "public", "publicsuffixlist", "aiosmtpd", "attr",
+                       "attrs"):
             spec = importlib.util.find_spec(module)
             if spec.submodule_search_locations:
                 source = list(spec.submodule_search_locations)[0]
