@@ -6921,29 +6921,11 @@ def lmtp_deliver(path, data, recipient, sender):
     """One recipient's delivery, in a worker: the (kind, sentence) of deliver's
     Outcome, caught and logged as run_deliver does."""
     import io
-    log = Log("stderr")
     try:
-        cfg = load_config(path)
-        log = Log(cfg.log)                # one per message: it carries the message's context
-        deliver(cfg, log, io.BytesIO(data), {}, recipient, sender)
-        result = Outcome()
-        result.logged = True
-    except Outcome as outcome:
-        result = outcome
-    except (sqlite3.Error, OSError) as exc:
-        log.traceback()
-        result = temporary_for(exc, "delivering")
-    except Exception:
-        log.traceback()
-        result = Temporary("4.3.0 mlmpipe: internal error; the message is kept and will be retried "
-                           "(details in the mail log)")
+        result = delivery_outcome(path, io.BytesIO(data), {}, recipient, sender, mta=False)
     finally:
         digested.cache_clear()            # their keys hold this message's database connection
         thread_named.cache_clear()
-    if not getattr(result, "logged", False):
-        log("list=- recipient=%s sender=%s outcome=%s %s" % (clean_header(recipient), clean_header(sender),
-                                                           OUTCOME_WORDS.get(type(result), "outcome"),
-                                                           result.sentence))
     return result.kind, result.sentence
 
 
@@ -7172,13 +7154,16 @@ def deliver_options(argv):
     return opts
 
 
-def run_deliver(opts, stdin, env):
-    qmail = bool(env.get("RPLINE") or env.get("DTLINE"))
-    log = Log("stderr", mta=True)
+def delivery_outcome(path, stdin, env, recipient, sender, mta):
+    """Run deliver() for one recipient and return its Outcome, logged: the one
+    place that turns exceptions into outcomes, for the pipe and for LMTP
+    (a database or file error is temporary, anything else an internal error
+    that is retried)."""
+    log = Log("stderr", mta=mta)
     try:
-        cfg = load_config(config_path(opts["--config"], env))
-        log = Log(cfg.log, mta=True)
-        deliver(cfg, log, stdin, env, opts["--recipient"], opts["--sender"])
+        cfg = load_config(path)
+        log = Log(cfg.log, mta=mta)       # one per message: it carries the message's context
+        deliver(cfg, log, stdin, env, recipient, sender)
         result = Outcome()
         result.logged = True
     except Outcome as outcome:
@@ -7192,9 +7177,18 @@ def run_deliver(opts, stdin, env):
                            "(details in the mail log)")
     if not getattr(result, "logged", False):    # (the message was not read: no list, no Message-ID)
         log("list=- recipient=%s sender=%s outcome=%s %s" % (
-            clean_header(opts["--recipient"] or env.get("ORIGINAL_RECIPIENT") or env.get("RECIPIENT")),
-            clean_header(opts["--sender"] if opts["--sender"] is not None else env.get("SENDER")),
+            clean_header(recipient or env.get("ORIGINAL_RECIPIENT") or env.get("RECIPIENT")),
+            clean_header(sender if sender is not None else env.get("SENDER")),
             OUTCOME_WORDS.get(type(result), "outcome"), result.sentence))
+    result.log = log
+    return result
+
+
+def run_deliver(opts, stdin, env):
+    qmail = bool(env.get("RPLINE") or env.get("DTLINE"))
+    result = delivery_outcome(config_path(opts["--config"], env), stdin, env,
+                              opts["--recipient"], opts["--sender"], mta=True)
+    log = result.log
     # stdout and stderr go to the MTA's log and into bounces: one line, the
     # sentence of a refusal or temporary failure first of all (Postfix reads
     # its status code), else the log line when it could not go to the log.
