@@ -2116,15 +2116,22 @@ class PgStore:
             from postfix_harness import ensure_user
             user = ensure_user()
         progress("starting a throwaway PostgreSQL cluster")
-        self.cluster = pg_harness.Cluster(user)
+        try:
+            self.cluster = pg_harness.Cluster(user)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            raise BenchError("PostgreSQL: the throwaway cluster did not start: %s" % str(exc)[-2000:])
         try:
             # durable commits, as SQLite's synchronous = FULL (the harness turns them off for the tests)
             with open(os.path.join(self.cluster.data, "postgresql.conf"), "a") as conf:
                 conf.write("fsync = on\nsynchronous_commit = on\nfull_page_writes = on\n")
             self.cluster.stop()
             self.cluster.start()
-        except BaseException:
+        except BaseException as exc:
             self.cluster.remove()
+            self.cluster = None
+            if isinstance(exc, (RuntimeError, OSError, subprocess.SubprocessError)):
+                raise BenchError("PostgreSQL: the throwaway cluster did not restart with fsync on: %s"
+                                 % str(exc)[-2000:])
             raise
         return self
 
