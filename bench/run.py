@@ -767,6 +767,11 @@ class Scratch:
         with contextlib.closing(sqlite3.connect(os.path.join(self.directory, "db.sqlite"))) as db:
             return db.execute("SELECT recipient, in_reply_to, sent FROM outbox").fetchall()
 
+    def handled(self, source):
+        """How many rows of the copy's `handled` table have this source (README: Faults)."""
+        with contextlib.closing(sqlite3.connect(os.path.join(self.directory, "db.sqlite"))) as db:
+            return db.execute("SELECT count(*) FROM handled WHERE source = ?", (source,)).fetchone()[0]
+
 
 def post_series(name, tmpl, kind, runs, scratch_root, sendmail, standin_counted=True, command=MLMPIPE_COMMAND,
                 env=None, batch_size=BATCH_SIZE, series_kind=None, author=(POSTER, POSTER), setup=None):
@@ -2028,9 +2033,10 @@ def import_series(tmpl, runs, scratch_root, standin):
 # throwaway cluster of tests/pg_harness.py with fsync and synchronous_commit
 # back on (the tests turn them off), so that a commit is durable as
 # SQLite's synchronous = FULL makes it.  Each run gets a fresh copy and is
-# checked as the pipe rows are (the log line, the stand-in's calls); the
-# listener reads its configuration per message, so it keeps running while
-# the copy under it is replaced.  The listener's own start-up (fork to its
+# checked as the pipe rows are (the log line, the stand-in's calls), and that
+# the message is handled in that copy; the listener reads its configuration
+# per message, so it keeps running while the copy under it is replaced (on
+# PostgreSQL each copy is a database of another name).  The listener's own start-up (fork to its
 # first greeting, its workers forked) is a row of its own.
 #
 # Sustained: SUSTAINED_MESSAGES L-help messages (distinct Message-IDs and
@@ -2236,6 +2242,11 @@ class PgScratch(Scratch):
         with psycopg.connect(self.url) as conn:
             return conn.execute("SELECT recipient, in_reply_to, sent FROM outbox").fetchall()
 
+    def handled(self, source):
+        import psycopg
+        with psycopg.connect(self.url) as conn:
+            return conn.execute("SELECT count(*) FROM handled WHERE source = %s", (source,)).fetchone()[0]
+
 
 class LmtpListener:
     """A running `python -m mlmpipe lmtp` on a unix socket; use as a context
@@ -2413,6 +2424,14 @@ def path_series(way, store, what, tmpl, runs, scratch_root, standin, pg=None):
                     "mlmpipe_seconds": facts["seconds"]}
         kind = "post new"
     kind = "%s, %s + %s" % (kind, way, store)
+    source = "%s %s" % (recipient, re.search(rb"^Message-ID: <([^>]*)>", data, re.M).group(1).decode())
+    row_check = check
+
+    def check(run):                 # and it went into this run's copy, not another database
+        facts = row_check(run)
+        if scratch.handled(source) != 1:
+            raise BenchError("%s: the copy of this run has no handled row for %s" % (name, source))
+        return facts
     if way == "LMTP":
         series = LmtpSeries(name, runs, scratch, recipient, sender, data, check, tmpl.size, kind)
     else:
