@@ -34,7 +34,24 @@ Usage:
                   only the uncached one does, and holds L-help to 1.5x the
                   import floor), the 10,000 post through a real Postfix,
                   the import of a file of 100,000 addresses into an empty
-                  list;
+                  list, and the "paths: ..." rows: L-help and a new thread
+                  to the 10,000-member list through each way in (pipe: one
+                  deliver process; LMTP: a running, warmed `mlmpipe lmtp`
+                  with --workers = the CPUs, timed from the end of DATA to
+                  the reply) and each store (SQLite; PostgreSQL: a
+                  throwaway cluster of tests/pg_harness.py, fsync on,
+                  holding the same list, removed at the end even on
+                  failure; without PostgreSQL those rows say "skipped"),
+                  and the listener's own start-up; with notes comparing
+                  them;
+                  then the "sustained: ..." table: 1,000 L-help messages
+                  (200 on PostgreSQL, 1,000 with BENCH_FULL=1) with
+                  distinct Message-IDs, as fast as each path takes them:
+                  pipe with 10 deliver processes at once, LMTP with 4
+                  client connections (messages per second, per-message
+                  times; checked: every message answered once, in the log,
+                  the outbox and the stand-in's calls; NOT OK otherwise,
+                  and the benchmark exits 1);
                   then the "hostile html: ..." table: one post each to the
                   1,000-member list of HTML that is slow or fatal to convert
                   to text, a reference newsletter and a 10 MB post with an
@@ -61,14 +78,19 @@ Usage:
                   scaling.png; a partial run (any option) writes only
                   bench/results/bench-STAMP-OPTIONS.json.
   --quick         fewer runs (one of each cron), lists up to 10,000
-                  members, one bounce storm (100 at once)
+                  members, one bounce storm (100 at once), sustained rows
+                  of 200 messages (100 on PostgreSQL)
   --only PREFIX   only the scenarios whose name starts with PREFIX (case
                   ignored, repeatable): "command", "post new", "post reply",
                   "watch" (the reply with watchers and its baseline, the
                   10,000 reply), "dmarc" (both DMARC rows and their
                   baseline, the 1,000 new thread), "via postfix", "as a script",
-                  "import", "hostile", "bounce storm", "cron" (both cron rows); the floors
-                  always run
+                  "import", "hostile", "bounce storm", "cron" (both cron rows),
+                  "paths" (the eight pipe/LMTP x SQLite/PostgreSQL rows and
+                  the listener's start-up; narrower: "paths: LMTP",
+                  "paths: pipe + PostgreSQL", "paths: LMTP listener"),
+                  "sustained" (narrower: "sustained: LMTP + SQLite"); the
+                  floors always run
   --profile N     cProfile the new-thread post to an N-member list
   --batch-sizes   the Postfix post with batch_size 100 ... 5000
   --durability    the 10,000 post with PRAGMA synchronous NORMAL vs FULL
@@ -98,6 +120,8 @@ import re
 import select
 import shutil
 import signal
+import smtplib
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -737,6 +761,16 @@ class Scratch:
 
     def env(self):
         return dict(CHILD_ENV, BENCH_STANDIN_LOG=self.standin_log)
+
+    def outbox(self):
+        """[(recipient, in_reply_to, sent)] of the copy's outbox."""
+        with contextlib.closing(sqlite3.connect(os.path.join(self.directory, "db.sqlite"))) as db:
+            return db.execute("SELECT recipient, in_reply_to, sent FROM outbox").fetchall()
+
+    def handled(self, source):
+        """How many rows of the copy's `handled` table have this source (README: Faults)."""
+        with contextlib.closing(sqlite3.connect(os.path.join(self.directory, "db.sqlite"))) as db:
+            return db.execute("SELECT count(*) FROM handled WHERE source = ?", (source,)).fetchone()[0]
 
 
 def post_series(name, tmpl, kind, runs, scratch_root, sendmail, standin_counted=True, command=MLMPIPE_COMMAND,
@@ -1986,6 +2020,683 @@ def import_series(tmpl, runs, scratch_root, standin):
     return Series(import_name(tmpl.size), runs, prepare, check, size=tmpl.size, kind="import")
 
 
+# Paths: pipe or LMTP, SQLite or PostgreSQL ###################################
+# README: LMTP and PostgreSQL.  The same two messages -- L-help, and a new
+# thread to the PATHS_SIZE-member list -- through each way in and each store:
+# pipe, one `python -m mlmpipe deliver` per message, timed fork to reaping as
+# every other row; LMTP, a running `python -m mlmpipe lmtp` on a unix socket
+# with PATHS_WORKERS delivery processes (forked at its start, and warmed by a
+# delivery before anything is timed), timed from the last byte of DATA sent by
+# this process (smtplib, CRLF lines) to the reply.  SQLite is a copy of the
+# cached list's file; PostgreSQL a database made from a template that holds
+# the same list, copied table by table from that file (PgStore), on a
+# throwaway cluster of tests/pg_harness.py with fsync and synchronous_commit
+# back on (the tests turn them off), so that a commit is durable as
+# SQLite's synchronous = FULL makes it.  Each run gets a fresh copy and is
+# checked as the pipe rows are (the log line, the stand-in's calls), and that
+# the message is handled in that copy; the listener reads its configuration
+# per message, so it keeps running while the copy under it is replaced (on
+# PostgreSQL each copy is a database of another name).  The listener's own start-up (fork to its
+# first greeting, its workers forked) is a row of its own.
+#
+# Sustained: SUSTAINED_MESSAGES L-help messages (distinct Message-IDs and
+# senders) to one fresh copy of that list, as fast as the path takes them:
+# pipe with SUSTAINED_PIPE deliver processes at once (the maxproc that
+# `mta-config postfix --apply` gives the transport in master.cf), LMTP with
+# SUSTAINED_CONNECTIONS client connections, each sending its share one
+# transaction after another on its connection (Postfix's lmtp client reuses
+# connections), to a listener with PATHS_WORKERS workers.  Checked: every
+# process exited 0 / every reply was 250, the log has one line per Message-ID
+# saying it was answered, the outbox one sent row per message, to its sender,
+# and the stand-in got one call of one recipient per message.
+
+PATHS = "paths: "
+SUSTAINED = "sustained: "
+PATHS_SIZE = 10000
+PATHS_WORKERS = os.cpu_count() or 1     # `mlmpipe lmtp --workers`: the CPUs
+RUNS_PATHS_COMMAND = (10, 5)
+RUNS_PATHS_POST = (5, 3)
+RUNS_LISTENER = (5, 3)
+# Messages per sustained row (normal, --quick), per store: a pipe delivery on PostgreSQL imports psycopg,
+# so 1,000 of them take about 1.5 minutes on 2 CPUs; BENCH_FULL=1 sends 1,000 there too.
+SUSTAINED_MESSAGES = {"SQLite": (1000, 200), "PostgreSQL": (1000, 100) if FULL else (200, 100)}
+SUSTAINED_PIPE = 10                     # mlmpipe's master.cf service: maxproc 10 (SERVICE in mlmpipe.py)
+SUSTAINED_CONNECTIONS = 4
+SUSTAINED_TIMEOUT = 600                 # seconds one sustained row may take
+LISTENER_TIMEOUT = 60                   # seconds the listener may take to start or to stop
+STORES = ("SQLite", "PostgreSQL")
+WAYS = ("pipe", "LMTP")
+
+
+def path_name(way, store, what):
+    return "%s%s + %s: %s" % (PATHS, way, store, what)
+
+
+def listener_name(workers=PATHS_WORKERS):
+    return "%sLMTP listener start-up (--workers=%d)" % (PATHS, workers)
+
+
+def sustained_name(way, store, messages):
+    how = ("%d processes at once" % SUSTAINED_PIPE if way == "pipe" else
+           "%d connections, --workers=%d" % (SUSTAINED_CONNECTIONS, PATHS_WORKERS))
+    return "%s%s + %s, %s L-help, %s" % (SUSTAINED, way, store, format(messages, ","), how)
+
+
+def lmtp_payload(data):
+    """A message as sent after DATA: CRLF line endings, leading dots doubled,
+    the final dot (smtplib.LMTP.data() leaves bare LF alone: README: LMTP)."""
+    data = re.sub(rb"\r?\n", b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return re.sub(rb"(?m)^\.", b"..", data) + b".\r\n"
+
+
+class PgStore:
+    """A throwaway PostgreSQL cluster (tests/pg_harness.py) holding benchmark
+    lists as template databases; copy() makes a fresh database of one.  Use
+    as a context manager: leaving it stops and removes the cluster."""
+
+    def __init__(self):
+        self.cluster, self.templates, self.copies = None, {}, 0
+
+    @staticmethod
+    def missing():
+        """Why there is no PostgreSQL to measure, or None."""
+        if TESTS not in sys.path:
+            sys.path.insert(0, TESTS)
+        import pg_harness
+        if pg_harness.binaries() is None:
+            return "no PostgreSQL (Debian: apt-get install postgresql)"
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            return "no psycopg (make venv installs it)"
+        return None
+
+    def __enter__(self):
+        if TESTS not in sys.path:
+            sys.path.insert(0, TESTS)
+        import pg_harness
+        user = None
+        if os.geteuid() == 0:                        # PostgreSQL refuses to run as root
+            from postfix_harness import ensure_user
+            user = ensure_user()
+        progress("starting a throwaway PostgreSQL cluster")
+        try:
+            self.cluster = pg_harness.Cluster(user)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            raise BenchError("PostgreSQL: the throwaway cluster did not start: %s" % str(exc)[-2000:])
+        try:
+            # durable commits, as SQLite's synchronous = FULL (the harness turns them off for the tests)
+            with open(os.path.join(self.cluster.data, "postgresql.conf"), "a") as conf:
+                conf.write("fsync = on\nsynchronous_commit = on\nfull_page_writes = on\n")
+            self.cluster.stop()
+            self.cluster.start()
+        except BaseException as exc:
+            self.cluster.remove()
+            self.cluster = None
+            if isinstance(exc, (RuntimeError, OSError, subprocess.SubprocessError)):
+                raise BenchError("PostgreSQL: the throwaway cluster did not restart with fsync on: %s"
+                                 % str(exc)[-2000:])
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if self.cluster is not None:
+            self.cluster.remove()
+            self.cluster = None
+
+    def version(self):
+        import psycopg
+        with psycopg.connect(self.cluster.url()) as conn:
+            return conn.execute("SHOW server_version").fetchone()[0]
+
+    def template(self, tmpl, standin):
+        """The name of a template database holding the list of `tmpl` (made once)."""
+        name = "bench_%d" % tmpl.size
+        if name not in self.templates:
+            progress("loading the %s-member list into PostgreSQL" % format(tmpl.size, ","))
+            started = time.perf_counter()
+            self.cluster.admin("CREATE DATABASE %s" % name)
+            directory = tempfile.mkdtemp(prefix="pg-load-", dir=CACHE)
+            try:
+                config = os.path.join(directory, "mlmpipe.cfg")
+                write_config(config, self.cluster.url(name), tmpl.archive, standin,
+                             os.path.join(directory, "init.log"))
+                admin(config, "init")                # schema.sql, as mlmpipe makes it on PostgreSQL
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+            copied = self.load(name, tmpl.database)
+            if copied.get("members") != tmpl.size:
+                raise BenchError("PostgreSQL: %s members copied into %s, not %d" % (copied.get("members"), name,
+                                                                                    tmpl.size))
+            self.templates[name] = copied
+            progress("loaded %s in %.1f s" % (", ".join("%s %d" % item for item in sorted(copied.items()) if item[1]),
+                                              time.perf_counter() - started))
+        return name
+
+    def load(self, name, sqlite_path):
+        """Every row of every table of the SQLite file into database `name`
+        (columns both have), identities moved past the copied ids, the
+        DMARC answers cached as Scratch.fresh caches them, then ANALYZE;
+        {table: rows copied}."""
+        import psycopg
+        copied = {}
+        source = sqlite3.connect(sqlite_path)
+        try:
+            tables = [r[0] for r in source.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+            with psycopg.connect(self.cluster.url(name), autocommit=True) as conn:
+                present = {r[0] for r in conn.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+                tables = [t for t in tables if t in present]
+                with conn.transaction():
+                    conn.execute("SET LOCAL session_replication_role = replica")   # no foreign-key order
+                    conn.execute("TRUNCATE %s" % ", ".join(tables))
+                    for table in tables:
+                        theirs = [r[0] for r in conn.execute(
+                            "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,))]
+                        columns = [r[1] for r in source.execute("PRAGMA table_info(%s)" % table) if r[1] in theirs]
+                        rows = source.execute("SELECT %s FROM %s" % (", ".join(columns), table)).fetchall()
+                        with conn.cursor().copy("COPY %s (%s) FROM STDIN" % (table, ", ".join(columns))) as copy:
+                            for row in rows:
+                                copy.write_row(row)
+                        copied[table] = len(rows)
+                        if "id" in columns:
+                            conn.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), "
+                                         "(SELECT coalesce(max(id), 0) + 1 FROM " + table + "), false)", (table,))
+                    conn.execute("INSERT INTO dmarc_cache (name, record, expires) VALUES %s ON CONFLICT DO NOTHING"
+                                 % ", ".join("('_dmarc.%s', '', 1e12)" % d for d in BENCH_DOMAINS))
+                conn.execute("VACUUM ANALYZE")
+        finally:
+            source.close()
+        return copied
+
+    def copy(self, template_name):
+        """A fresh database made from the template: its `database =` setting."""
+        self.copies += 1
+        name = "%s_run%d" % (template_name, self.copies)
+        # Old copies stay until the cluster goes: DROP DATABASE waits for a checkpoint (about a second).
+        self.cluster.admin("CREATE DATABASE %s TEMPLATE %s" % (name, template_name))
+        return self.cluster.url(name)
+
+
+class PgScratch(Scratch):
+    """Scratch on PostgreSQL: the archive copied, the database a fresh copy of the template."""
+
+    def __init__(self, root, tmpl, sendmail, store, template_name):
+        super().__init__(root, tmpl, sendmail)
+        self.store, self.template_name = store, template_name
+        self.url = None
+
+    def fresh(self):
+        shutil.rmtree(self.directory, ignore_errors=True)
+        shutil.copytree(self.tmpl.archive, os.path.join(self.directory, "archive"))
+        self.url = self.store.copy(self.template_name)
+        write_config(self.config, self.url, os.path.join(self.directory, "archive"), self.sendmail, self.log,
+                     self.batch_size)
+        return self
+
+    def outbox(self):
+        import psycopg
+        with psycopg.connect(self.url) as conn:
+            return conn.execute("SELECT recipient, in_reply_to, sent FROM outbox").fetchall()
+
+    def handled(self, source):
+        import psycopg
+        with psycopg.connect(self.url) as conn:
+            return conn.execute("SELECT count(*) FROM handled WHERE source = %s", (source,)).fetchone()[0]
+
+
+class LmtpListener:
+    """A running `python -m mlmpipe lmtp` on a unix socket; use as a context
+    manager (leaving it sends SIGTERM and waits, then kills what is left)."""
+
+    def __init__(self, config, socket_path, env, workers=PATHS_WORKERS):
+        self.config, self.socket, self.env, self.workers = config, socket_path, env, workers
+        self.proc = None
+        self.started_s = None       # fork to the first greeting
+
+    def __enter__(self):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)
+        self.stderr = tempfile.TemporaryFile()
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(list(MLMPIPE_COMMAND) + ["lmtp", "-c", self.config, "--listen=" + self.socket,
+                                                              "--workers=%d" % self.workers],
+                                     stdin=subprocess.DEVNULL, stdout=self.stderr, stderr=self.stderr, env=self.env,
+                                     start_new_session=True)
+        try:
+            deadline = time.monotonic() + LISTENER_TIMEOUT
+            while True:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError("mlmpipe lmtp did not start (exit %s): %s"
+                                     % (self.proc.returncode, self.said()))
+                try:
+                    with contextlib.closing(socket.socket(socket.AF_UNIX)) as s:
+                        s.connect(self.socket)
+                        greeting = s.makefile("rb").readline()
+                    if greeting.startswith(b"220"):
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.002)
+            self.started_s = time.perf_counter() - started
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def said(self):
+        self.stderr.seek(0)
+        return self.stderr.read().decode("utf-8", "replace")[-2000:]
+
+    def memory(self):
+        """KB of proportional set size (Pss) of the listener and its workers
+        together (their shared pages counted once), or None."""
+        total = 0
+        try:
+            with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as f:
+                pids = [self.proc.pid] + [int(p) for p in f.read().split()]
+            for pid in pids:
+                with open("/proc/%d/smaps_rollup" % pid) as f:
+                    total += sum(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except (OSError, ValueError):
+            return None
+        return total
+
+    def __exit__(self, *exc):
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(LISTENER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        finally:
+            self.stderr.close()
+        if exc[0] is None and self.proc.returncode != 0:
+            raise BenchError("mlmpipe lmtp exited %d on SIGTERM" % self.proc.returncode)
+
+
+def lmtp_send(client, recipient, sender, payload):
+    """One LMTP transaction on an open connection: (reply code, reply text, seconds from
+    the end of DATA to the reply)."""
+    code, said = client.mail(sender)
+    if code != 250:
+        return code, said, None
+    code, said = client.rcpt(recipient)
+    if code != 250:
+        return code, said, None
+    client.putcmd("data")
+    code, said = client.getreply()
+    if code != 354:
+        return code, said, None
+    client.send(payload)
+    started = time.perf_counter()
+    code, said = client.getreply()
+    return code, said, time.perf_counter() - started
+
+
+class LmtpSeries(Series):
+    """Series whose runs are LMTP transactions to `listener` (see above): the
+    wall time is the end of DATA to the reply; no peak RSS."""
+
+    def __init__(self, name, runs, scratch, recipient, sender, data, check, size, kind):
+        super().__init__(name, runs, None, check, size=size, kind=kind)
+        self.scratch, self.recipient, self.sender = scratch, recipient, sender
+        self.payload = lmtp_payload(data)
+        self.listener = None
+
+    def warm(self):
+        """One transaction to as many recipients as the listener has workers: the
+        listener hands them out at once, so that each worker delivers once (not checked)."""
+        self.scratch.fresh()
+        client = smtplib.LMTP(self.listener.socket)
+        try:
+            client.ehlo("bench.example.org")
+            client.mail(self.sender)
+            for _ in range(self.listener.workers):
+                client.rcpt(self.recipient)
+            client.putcmd("data")
+            if client.getreply()[0] == 354:
+                client.send(self.payload)
+                for _ in range(self.listener.workers):
+                    client.getreply()
+        finally:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                client.quit()
+
+    def run_once(self, keep=True):
+        self.scratch.fresh()
+        client = smtplib.LMTP(self.listener.socket)
+        try:
+            client.ehlo("bench.example.org")
+            code, said, wall = lmtp_send(client, self.recipient, self.sender, self.payload)
+        finally:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                client.quit()
+        if code != 250:
+            raise BenchError("%s: LMTP reply %d %s\nlistener: %s" % (self.name, code, said.decode("utf-8", "replace"),
+                                                                    self.listener.said()))
+        run = Run(wall, None, 0, b"", b"")
+        self.facts = self.check(run) or {}
+        if keep:
+            self.walls.append(wall)
+            self.rss.append(None)
+            self.per_run.append(self.facts)
+        return run
+
+
+def path_series(way, store, what, tmpl, runs, scratch_root, standin, pg=None):
+    """The Series of one paths row: `what` is "command" or "post"; `pg` a
+    (PgStore, template name) for PostgreSQL."""
+    scratch = (PgScratch(scratch_root, tmpl, standin, *pg) if store == "PostgreSQL"
+               else Scratch(scratch_root, tmpl, standin))
+    if what == "command":
+        name, recipient, sender, data, expect = command_messages(tmpl)[0]
+        name = path_name(way, store, "command L-help")
+
+        def check(run):
+            facts, calls = last_log_line(scratch.log), standin_calls(scratch.standin_log)
+            wrong = expect(facts, calls)
+            if wrong:
+                raise BenchError("%s: %s (mlmpipe logged %r; stand-in calls %r)" % (name, wrong, facts, calls))
+            return {"outcome": facts.get("outcome")}
+        kind = "command"
+    else:
+        name = path_name(way, store, "post new thread %s" % format(tmpl.size, ","))
+        recipient, sender, data = "%s@%s" % (LIST, DOMAIN), POSTER, post_message("new")
+        expected = tmpl.meta["new_thread_audience"]
+
+        def check(run):
+            facts = last_log_line(scratch.log)
+            calls = standin_calls(scratch.standin_log)
+            if facts.get("outcome") != "sent" or facts.get("recipients") != expected \
+                    or sum(calls) != expected or len(calls) != facts.get("batches"):
+                raise BenchError("%s: expected outcome=sent recipients=%d in as many stand-in calls as batches; "
+                                 "mlmpipe logged %r, the stand-in got %d in %d calls"
+                                 % (name, expected, facts, sum(calls), len(calls)))
+            return {"recipients": facts["recipients"], "batches": facts["batches"],
+                    "mlmpipe_seconds": facts["seconds"]}
+        kind = "post new"
+    kind = "%s, %s + %s" % (kind, way, store)
+    source = "%s %s" % (recipient, re.search(rb"^Message-ID: <([^>]*)>", data, re.M).group(1).decode())
+    row_check = check
+
+    def check(run):                 # and it went into this run's copy, not another database
+        facts = row_check(run)
+        if scratch.handled(source) != 1:
+            raise BenchError("%s: the copy of this run has no handled row for %s" % (name, source))
+        return facts
+    if way == "LMTP":
+        series = LmtpSeries(name, runs, scratch, recipient, sender, data, check, tmpl.size, kind)
+    else:
+        def prepare():
+            scratch.fresh()
+            return deliver_argv(scratch.config, recipient, sender), scratch.message(data), scratch.env(), scratch.root
+        series = Series(name, runs, prepare, check, size=tmpl.size, kind=kind)
+    series.scratch = scratch
+    return series
+
+
+class ListenerSeries(Series):
+    """The listener's start-up: fork to its first greeting, its workers forked and warmed; then it is stopped."""
+
+    def __init__(self, runs, scratch):
+        super().__init__(listener_name(), runs, None, None, kind="lmtp start-up")
+        self.scratch, self.pss = scratch, []
+
+    def run_once(self, keep=True):
+        with LmtpListener(self.scratch.config, os.path.join(self.scratch.root, "start.sock"),
+                      self.scratch.env()) as listener:
+            pss = listener.memory()
+        self.facts = {"pss_kb": pss}
+        if keep:
+            self.walls.append(listener.started_s)
+            self.rss.append(None)
+            self.pss.append(pss)
+            self.per_run.append(self.facts)
+
+
+class Sustained:
+    """One sustained row: `messages` L-help messages through one way into one
+    store, to a fresh copy of `tmpl` (see above)."""
+
+    def __init__(self, way, store, tmpl, messages, scratch_root, standin, pg=None):
+        self.way, self.store, self.messages = way, store, messages
+        self.name = sustained_name(way, store, messages)
+        self.kind, self.size = "sustained", tmpl.size
+        self.scratch = (PgScratch(scratch_root, tmpl, standin, *pg) if store == "PostgreSQL"
+                        else Scratch(scratch_root, tmpl, standin))
+        self.latencies, self.codes, self.problems, self.facts = [], collections.Counter(), [], {}
+        self.total = None
+
+    @property
+    def ok(self):
+        return self.total is not None and not self.problems
+
+    def jobs(self):
+        """[(sender, Message-ID, message path)], written before anything is timed."""
+        inbox = os.path.join(self.scratch.root, "inbox")
+        shutil.rmtree(inbox, ignore_errors=True)
+        os.makedirs(inbox)
+        jobs = []
+        for k in range(self.messages):
+            sender = "sustained%05d@example.net" % k
+            message_id = "bench-sustained-%05d@example.net" % k
+            path = os.path.join(inbox, "%05d.eml" % k)
+            with open(path, "wb") as f:
+                f.write(message_bytes(sender, "%s-help@%s" % (LIST, DOMAIN), "help", message_id, body="\n"))
+            jobs.append((sender, message_id, path))
+        return jobs
+
+    def run(self):
+        scratch = self.scratch.fresh()
+        jobs = self.jobs()
+        recipient = "%s-help@%s" % (LIST, DOMAIN)
+        if self.way == "pipe":
+            self.total = self.run_pipe(scratch, jobs, recipient)
+        else:
+            with LmtpListener(scratch.config, os.path.join(scratch.root, "lmtp.sock"), scratch.env()) as listener:
+                self.listener = listener
+                self.total = self.run_lmtp(listener, jobs, recipient)
+        self.check(jobs)
+        return self
+
+    def run_pipe(self, scratch, jobs, recipient):
+        """Every job as a deliver process, SUSTAINED_PIPE at once; the total seconds.
+        After SUSTAINED_TIMEOUT the processes still running are killed and no more start."""
+        env, pending, running = scratch.env(), list(reversed(jobs)), {}
+        expired = threading.Event()
+
+        def expire():
+            expired.set()
+            with contextlib.suppress(RuntimeError):          # `running` changing meanwhile
+                for pid in list(running):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)
+
+        watchdog = threading.Timer(SUSTAINED_TIMEOUT, expire)
+        watchdog.daemon = True
+        started = time.perf_counter()
+        watchdog.start()
+        try:
+            while running or (pending and not expired.is_set()):
+                while pending and len(running) < SUSTAINED_PIPE and not expired.is_set():
+                    sender, _, path = pending.pop()
+                    with open(path, "rb") as stdin:
+                        proc = subprocess.Popen(deliver_argv(scratch.config, recipient, sender), stdin=stdin,
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                                cwd=scratch.root, start_new_session=True)
+                    running[proc.pid] = (proc, time.perf_counter())
+                pid, status, _ = os.wait4(-1, 0)
+                if pid in running:
+                    proc, began = running.pop(pid)
+                    proc.returncode = code = os.waitstatus_to_exitcode(status)
+                    self.latencies.append(time.perf_counter() - began)
+                    self.codes[code] += 1
+            if expired.is_set():
+                self.problems.append("killed after %d s with %d messages not sent" % (SUSTAINED_TIMEOUT,
+                                                                                      len(pending)))
+            return time.perf_counter() - started
+        finally:
+            watchdog.cancel()
+            for pid, (proc, _) in running.items():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                proc.wait()
+
+    def run_lmtp(self, listener, jobs, recipient):
+        """Every job over SUSTAINED_CONNECTIONS connections, one thread each; the total seconds."""
+        payloads = []
+        for sender, _, path in jobs:
+            with open(path, "rb") as f:
+                payloads.append((sender, lmtp_payload(f.read())))
+        shares = [payloads[i::SUSTAINED_CONNECTIONS] for i in range(SUSTAINED_CONNECTIONS)]
+        lock, failures = threading.Lock(), []
+
+        def client(share):
+            try:
+                connection = smtplib.LMTP(listener.socket, timeout=SUSTAINED_TIMEOUT)
+                connection.ehlo("bench.example.org")
+                for sender, payload in share:
+                    code, _, wall = lmtp_send(connection, recipient, sender, payload)
+                    with lock:
+                        self.codes[code] += 1
+                        if wall is not None:
+                            self.latencies.append(wall)
+                    if code != 250:
+                        connection.rset()
+                connection.quit()
+            except (smtplib.SMTPException, OSError) as exc:
+                with lock:
+                    failures.append("%s: %s" % (type(exc).__name__, exc))
+
+        threads = [threading.Thread(target=client, args=(share,), daemon=True) for share in shares]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + SUSTAINED_TIMEOUT
+        for thread in threads:
+            thread.join(max(0, deadline - time.monotonic()))
+        total = time.perf_counter() - started
+        if any(thread.is_alive() for thread in threads):
+            self.problems.append("a client connection still ran after %d s" % SUSTAINED_TIMEOUT)
+        if failures:
+            self.problems.append("%d client connections failed (%s)" % (len(failures), failures[0]))
+        return total
+
+    def check(self, jobs):
+        problems = self.problems
+        wanted = 0 if self.way == "pipe" else 250
+        if set(self.codes) - {wanted} or sum(self.codes.values()) != len(jobs):
+            said = "exit" if self.way == "pipe" else "reply"
+            problems.append("%s of %d messages: %s" % (sum(self.codes.values()), len(jobs), ", ".join(
+                "%d× %s %s" % (n, said, c) for c, n in sorted(self.codes.items()))))
+        with open(self.scratch.log, encoding="utf-8", errors="replace") as f:
+            lines = [line for line in f if " list=" in line]
+        logged = collections.Counter()
+        for line in lines:
+            found = re.search(r" command=help outcome=ok answered=sender .*message-id=<([^>]*)>", line)
+            if found:
+                logged[found.group(1)] += 1
+        if len(lines) != len(jobs) or set(logged) != {m for _, m, _ in jobs} or max(logged.values(), default=0) != 1:
+            problems.append("the log has %d lines, %d of the %d messages logged once as answered"
+                            % (len(lines), sum(1 for _, m, _ in jobs if logged.get(m) == 1), len(jobs)))
+        answers = collections.Counter((r[0], r[1]) for r in self.scratch.outbox() if r[2] is not None)
+        expected = {(sender, message_id) for sender, message_id, _ in jobs}
+        if sum(answers.values()) != len(jobs) or set(answers) != expected or max(answers.values(), default=0) != 1:
+            problems.append("the outbox has %d sent rows, %d of the %d messages answered once to their sender"
+                            % (sum(answers.values()), sum(1 for k in expected if answers.get(k) == 1), len(jobs)))
+        calls = standin_calls(self.scratch.standin_log)
+        if calls != [1] * len(jobs):
+            problems.append("the stand-in got %d calls (%d recipients) for %d messages"
+                            % (len(calls), sum(calls), len(jobs)))
+        walls = self.latencies
+        self.facts = {
+            "messages": len(jobs), "way": self.way, "store": self.store, "total_s": self.total,
+            "messages_per_s": sum(self.codes.values()) / self.total if self.total else None,   # those answered
+            "at_once": SUSTAINED_PIPE if self.way == "pipe" else SUSTAINED_CONNECTIONS,
+            "workers": None if self.way == "pipe" else PATHS_WORKERS,
+            "median_s": statistics.median(walls) if walls else None,
+            "p95_s": percentile(walls, 0.95) if walls else None, "max_s": max(walls, default=None),
+            "codes": {str(c): n for c, n in sorted(self.codes.items())},
+            "log_lines": len(lines), "sendmail_calls": len(calls), "outbox_sent": sum(answers.values()),
+        }
+
+    def as_json(self, floors):
+        row = {"scenario": self.name, "kind": self.kind, "size": self.size, "ok": self.ok,
+               "problems": self.problems}
+        row.update(self.facts)
+        return row
+
+
+def sustained_table(rows):
+    """The sustained rows: messages, at once, total time, messages per second, per-message times, check."""
+    head = "%-62s %8s %9s %10s %9s %9s %9s  %s" % ("scenario", "messages", "total", "messages/s", "median", "p95",
+                                                   "max", "check")
+    lines = [head, "-" * len(head)]
+    for s in rows:
+        f = s.facts
+        rate = "-" if f.get("messages_per_s") is None else "%.1f" % f["messages_per_s"]
+        lines.append("%-62s %8s %9s %10s %9s %9s %9s  %s" % (
+            s.name, format(s.messages, ","), seconds(s.total), rate, seconds(f.get("median_s")),
+            seconds(f.get("p95_s")), seconds(f.get("max_s")), "ok" if s.ok else "NOT OK: " + "; ".join(s.problems)))
+    return "\n".join(lines)
+
+
+def psycopg_version():
+    try:
+        import psycopg
+    except ImportError:
+        return "-"
+    return psycopg.__version__
+
+
+def paths_comparison(series):
+    """Lines comparing the paths rows: pipe against LMTP, SQLite against PostgreSQL, per message."""
+    median = {}
+    for s in series:
+        what = "command" if s.kind.startswith("command") else "post"
+        way, _, store = s.kind.split(", ", 1)[1].partition(" + ")
+        median[(what, way, store)] = s.median
+    lines = []
+    for what, label in (("command", "L-help"), ("post", "post new thread %s" % format(PATHS_SIZE, ","))):
+        said = []
+        for store in STORES:
+            pipe, lmtp = median.get((what, "pipe", store)), median.get((what, "LMTP", store))
+            if pipe and lmtp:
+                said.append("on %s LMTP takes %s less than the pipe (%.1f× as fast)"
+                            % (store, seconds(pipe - lmtp), pipe / lmtp))
+        for way in WAYS:
+            lite, pg = median.get((what, way, "SQLite")), median.get((what, way, "PostgreSQL"))
+            if lite and pg:
+                said.append("by %s PostgreSQL takes %s %s than SQLite (%.2f×)"
+                            % (way, seconds(abs(pg - lite)), "more" if pg >= lite else "less", pg / lite))
+        if said:
+            lines.append("  %s (medians): %s" % (label, "; ".join(said)))
+    return lines
+
+
+def sustained_comparison(rows):
+    """Lines comparing the sustained rates: LMTP against pipe, PostgreSQL against SQLite."""
+    rate = {(s.way, s.store): s.facts.get("messages_per_s") for s in rows if s.ok}
+    said = []
+    for store in STORES:
+        pipe, lmtp = rate.get(("pipe", store)), rate.get(("LMTP", store))
+        if pipe and lmtp:
+            said.append("on %s LMTP takes %.1f× the pipe's messages per second" % (store, lmtp / pipe))
+    for way in WAYS:
+        lite, pg = rate.get((way, "SQLite")), rate.get((way, "PostgreSQL"))
+        if lite and pg:
+            said.append("by %s PostgreSQL %.2f× SQLite's" % (way, pg / lite))
+    return ["  " + "; ".join(said)] if said else []
+
+
 # Evidence: compile and import time ###########################################
 
 def compile_time(runs=10):
@@ -2455,7 +3166,9 @@ class Bench:
         self.report = {"options": vars(args), "machine": machine_facts(), "full": FULL}
         self.out = []            # the report's lines, printed at the end
         self.rows = []           # the table's Series
-        self.failed = []         # names of hostile html and bounce storm rows that failed their check (exit 1)
+        self.failed = []         # hostile html, bounce storm, sustained rows that failed their check (exit 1)
+        self.cleanup = contextlib.ExitStack()    # the PostgreSQL cluster: removed at the end, whatever happens
+        self.pg = None           # postgres(): (PgStore, None) or (None, why not)
 
     def runs(self, pair):
         return pair[1] if self.quick else pair[0]
@@ -2557,6 +3270,10 @@ class Bench:
                              % (postfix_name, seconds(sink_median(s))))
 
         rows += self.imports(notes)
+        rows += self.paths()
+        sustained = self.sustained()
+        self.cleanup.close()                         # the PostgreSQL cluster is no longer needed
+        self.pg = None
         hostile = self.hostile(small)
         storms = self.storms(small)
         crons = self.crons()
@@ -2568,6 +3285,7 @@ class Bench:
         ratios = bounce_ratio_line(rows, floors)
         if ratios:
             self.out.append(ratios)
+        self.out.extend(self.paths_notes)
         self.out.extend(watch_notes)
         imports = None
         if len(dmarcs) == 2:
@@ -2586,6 +3304,11 @@ class Bench:
         if help_ is not None:
             self.report["help_ratio_import"] = {"ratio": help_.median / floors["import"].median,
                                                 "limit": HELP_LIMIT}
+        if sustained or self.sustained_notes:
+            self.out.append("")
+        if sustained:
+            self.out.append(sustained_table(sustained))
+        self.out.extend(self.sustained_notes)
         if hostile:
             self.out.append("")
             self.out.append(hostile_table(hostile, floors))
@@ -2600,13 +3323,135 @@ class Bench:
             self.out.extend(self.cron_notes)
         self.out.append("")
         self.out.extend(notes)
-        self.report["rows"] = [s.as_json(floors) for s in rows + hostile + storms + crons]
+        self.report["rows"] = [s.as_json(floors) for s in rows + hostile + storms + crons + sustained]
         self.evidence(posts, whatif if whatif in start_group else None, small)
         if self.quick or self.args.only:
             self.out.append("plot: only a whole run (make bench) draws bench/results/scaling.png")
         elif posts:
             problem = plot_scaling(posts, floors, os.path.join(RESULTS, "scaling.png"))
             self.out.append(problem or "plot: %s" % os.path.relpath(os.path.join(RESULTS, "scaling.png"), ROOT))
+
+    def postgres(self):
+        """(the PgStore, None) or (None, why not); the cluster starts on first use and is removed at the end."""
+        if self.pg is None:
+            why = PgStore.missing()
+            self.pg = (None, why) if why else (self.cleanup.enter_context(PgStore()), None)
+        return self.pg
+
+    def paths(self):
+        """The paths rows wanted (see "Paths" above), measured; their notes in self.paths_notes."""
+        self.paths_notes = notes = []
+        tmpl = None
+        groups, skipped = [], []
+        listeners = []
+        with contextlib.ExitStack() as running:
+            for what in ("command", "post"):
+                group = []
+                for store in STORES:
+                    for way in WAYS:
+                        label = "command L-help" if what == "command" else "post new thread %s" % format(PATHS_SIZE,
+                                                                                                        ",")
+                        if not self.wanted(path_name(way, store, label)):
+                            continue
+                        pg = None
+                        if store == "PostgreSQL":
+                            store_, why = self.postgres()
+                            if store_ is None:
+                                skipped.append("%s: skipped: %s" % (path_name(way, store, label), why))
+                                continue
+                        tmpl = tmpl or template(PATHS_SIZE, self.standin)
+                        if store == "PostgreSQL":
+                            pg = (store_, store_.template(tmpl, self.standin))
+                        runs = self.runs(RUNS_PATHS_COMMAND if what == "command" else RUNS_PATHS_POST)
+                        s = path_series(way, store, what, tmpl, runs, self.subdir("paths-%s-%s-%s" % (
+                            what, way, store)), self.standin, pg)
+                        if way == "LMTP":
+                            s.scratch.fresh()
+                            s.listener = running.enter_context(LmtpListener(
+                                s.scratch.config, os.path.join(s.scratch.root, "lmtp.sock"), s.scratch.env()))
+                            listeners.append(s.listener)
+                            s.warm()
+                        group.append(s)
+                if group:
+                    progress("measuring %s (%d runs each, round-robin)" % (", ".join(s.name[len(PATHS):]
+                                                                                 for s in group), group[0].runs))
+                    measure_together(group)
+                    groups += group
+            memory = [listener.memory() for listener in listeners]
+        start_up = []
+        if self.wanted(listener_name()):
+            tmpl = tmpl or template(PATHS_SIZE, self.standin)
+            scratch = Scratch(self.subdir("paths-listener"), tmpl, self.standin).fresh()
+            s = ListenerSeries(self.runs(RUNS_LISTENER), scratch)
+            progress("measuring %s (%d runs)" % (s.name, s.runs))
+            measure_together([s])
+            start_up = [s]
+        rows = groups + start_up
+        if rows:
+            notes.append(
+                "paths: L-help and a new thread to the %s-member list through each way in and each store: pipe rows "
+                "are one `python -m mlmpipe deliver` each, fork to reaping, as above; LMTP rows the time from the end "
+                "of DATA to the reply, this process the client (smtplib, a unix socket), against a running `python "
+                "-m mlmpipe lmtp --workers=%d` whose workers had delivered before; PostgreSQL: a database made "
+                "from a template holding the same list, on a throwaway local cluster (unix socket, fsync on); "
+                "each run to a fresh copy, checked as the pipe rows are" % (format(PATHS_SIZE, ","), PATHS_WORKERS))
+        if self.pg and self.pg[0] is not None:
+            notes.append("  PostgreSQL %s (%s), psycopg %s; SQLite %s" % (
+                self.pg[0].version(), self.pg[0].cluster.bin, psycopg_version(), sqlite3.sqlite_version))
+        for s in start_up:
+            pss = [p for p in s.pss if p is not None]
+            notes.append("  %s: fork of `python -m mlmpipe lmtp` to its first greeting, its %d workers forked; "
+                         "then the listener, its workers and their memory (Pss, shared pages counted once): %s"
+                         % (s.name, PATHS_WORKERS, megabytes(statistics.median(pss)) if pss else "-"))
+        known = [m for m in memory if m is not None]
+        if known:
+            notes.append("  a listener and its workers after their runs above (Pss): %s to %s"
+                         % (megabytes(min(known)), megabytes(max(known))))
+        notes.extend(paths_comparison(groups))
+        notes.extend("  " + line for line in skipped)
+        self.report["paths"] = {"workers": PATHS_WORKERS, "skipped": skipped,
+                                "postgresql": self.pg[0].version() if self.pg and self.pg[0] else None}
+        return rows
+
+    def sustained(self):
+        """The sustained rows wanted, each run once; their notes in self.sustained_notes."""
+        self.sustained_notes = []
+        rows = []
+        for store in STORES:
+            messages = self.runs(SUSTAINED_MESSAGES[store])
+            for way in WAYS:
+                name = sustained_name(way, store, messages)
+                if not self.wanted(name):
+                    continue
+                pg = None
+                if store == "PostgreSQL":
+                    store_, why = self.postgres()
+                    if store_ is None:
+                        self.sustained_notes.append("  %s: skipped: %s" % (name, why))
+                        continue
+                tmpl = template(PATHS_SIZE, self.standin)
+                if store == "PostgreSQL":
+                    pg = (store_, store_.template(tmpl, self.standin))
+                progress(name)
+                s = Sustained(way, store, tmpl, messages, self.subdir("sustained-%s-%s" % (way, store)), self.standin,
+                              pg)
+                rows.append(s.run())
+        self.failed += [s.name for s in rows if not s.ok]
+        if rows:
+            self.sustained_notes[:0] = [
+                "sustained: %s L-help messages (distinct Message-IDs and senders; %s on PostgreSQL%s) to a fresh "
+                "copy of the %s-member list, as fast as the path takes them: pipe, `python -m mlmpipe deliver` "
+                "processes, %d at once (the maxproc mta-config writes for the transport), each timed fork to "
+                "reaping; LMTP, %d client connections at once, each sending its share one transaction after "
+                "another, each timed from the end of DATA to the reply, to a listener with --workers=%d (the "
+                "CPUs), started before; ok: every exit 0 or reply 250, one log line per Message-ID, one sent "
+                "outbox row answering its sender, one sendmail call of one recipient each"
+                % (format(self.runs(SUSTAINED_MESSAGES["SQLite"]), ","),
+                   format(self.runs(SUSTAINED_MESSAGES["PostgreSQL"]), ","),
+                   "" if FULL or self.quick else ", 1,000 with BENCH_FULL=1", format(PATHS_SIZE, ","),
+                   SUSTAINED_PIPE, SUSTAINED_CONNECTIONS, PATHS_WORKERS)]
+            self.sustained_notes.extend(sustained_comparison(rows))
+        return rows
 
     def imports(self, notes):
         """The import row, measured, with its note."""
@@ -2935,7 +3780,10 @@ def main(argv=None):
         return 130
     finally:
         if bench is not None:
-            shutil.rmtree(bench.scratch, ignore_errors=True)
+            try:
+                bench.cleanup.close()
+            finally:
+                shutil.rmtree(bench.scratch, ignore_errors=True)
     total = time.perf_counter() - started
     machine = bench.report["machine"]
     bench.report["total_seconds"] = total
