@@ -2958,8 +2958,9 @@ def is_archived(cfg, db, message, suffix):
 
 def store_bodies(db, message_row, bodies):
     """PostgreSQL: a message's {suffix: bytes} into bodies, unless there
-    already (the MTA's retry), in one transaction without the write lock."""
-    db.execute("BEGIN")
+    already (the MTA's retry), in one transaction without the write lock
+    (READ COMMITTED: another host's insert of the same rows is waited for, then skipped)."""
+    db.execute("BEGIN READ WRITE")
     try:
         for suffix, data in bodies.items():
             db.execute("INSERT OR IGNORE INTO bodies (message, suffix, data) VALUES (?, ?, ?)",

@@ -195,6 +195,18 @@ def test_a_message_held_on_one_host_is_approved_on_the_other(hosts):
     assert deliveries(a.every_call()) == [], "host A sent a copy"
     assert b.cli("approve", b.name, token, check=False).returncode == 1     # used: nothing goes out again
     assert deliveries(a.every_call()) == deliveries(b.take()) == []
+    assert bodies(b) == {".eml": 2, ".txt": 2, ".html": 2}
+    assert b.cli("rmlist", b.name).stdout.decode().strip() == "removed list systers and its stored messages"
+    assert bodies(a) == {}
+
+
+def bodies(host):
+    """{suffix: how many} in the shared database's bodies table."""
+    db = mlmpipe.open_db(mlmpipe.load_config(str(host.cfg)))
+    try:
+        return dict(db.execute("SELECT suffix, count(*) FROM bodies GROUP BY suffix").fetchall())
+    finally:
+        db.close()
 
 
 def test_a_note_of_unrecorded_batches_reaches_the_database(hosts):
