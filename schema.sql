@@ -94,6 +94,7 @@ CREATE TABLE IF NOT EXISTS messages (
     owner_pid   INTEGER,                         -- process distributing it
     lease_until REAL,                            -- unix time its claim ends
     dmarc       TEXT,                            -- the author's DMARC policy that changes its From, if any
+    owner_host  TEXT,                            -- the host owner_pid runs on (NULL: this one)
     UNIQUE (list_id, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_thread ON messages (thread_id, id);
@@ -186,12 +187,23 @@ CREATE TABLE IF NOT EXISTS outbox (
     created     REAL NOT NULL,
     owner_pid   INTEGER,                         -- the process sending it
     lease_until REAL,
-    sent        REAL
+    sent        REAL,
+    owner_host  TEXT                             -- the host owner_pid runs on (NULL: this one)
 );
 CREATE INDEX IF NOT EXISTS outbox_source ON outbox (list_id, source);
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (list_id, sent);
 
-PRAGMA user_version = 8;
+-- Stored messages on PostgreSQL (README: Several MX hosts): the raw message
+-- (.eml) and its renderings (.txt, .html), which SQLite keeps as archive
+-- files, so every host reads them.  Unused on SQLite.
+CREATE TABLE IF NOT EXISTS bodies (
+    message INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    suffix  TEXT NOT NULL,                       -- .eml, .txt or .html
+    data    BLOB NOT NULL,
+    PRIMARY KEY (message, suffix)
+);
+
+PRAGMA user_version = 9;
 
 -- Migrations ###################################################################
 -- "-- to N" starts the statements that bring a version N-1 database to N.
@@ -266,3 +278,25 @@ ALTER TABLE overrides_v7 RENAME TO overrides;
 -- to 8
 -- DMARC: the policy a message's From was changed for (dmarc_cache is made above)
 ALTER TABLE messages ADD COLUMN dmarc TEXT;
+
+-- to 9
+-- several hosts on one PostgreSQL: the host of a claim (bodies is made above;
+-- so is outbox, after the migrations: here as version 8 had it, to be altered)
+ALTER TABLE messages ADD COLUMN owner_host TEXT;
+CREATE TABLE IF NOT EXISTS outbox (
+    id          INTEGER PRIMARY KEY,
+    list_id     INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+    source      TEXT NOT NULL,
+    recipient   TEXT NOT NULL,
+    envelope    TEXT,
+    subject     TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    reply_to    TEXT,
+    in_reply_to TEXT,
+    digest      TEXT,
+    created     REAL NOT NULL,
+    owner_pid   INTEGER,
+    lease_until REAL,
+    sent        REAL
+);
+ALTER TABLE outbox ADD COLUMN owner_host TEXT;

@@ -81,7 +81,7 @@ def held_output(raw, text="render", reason="the list is moderated"):
         message = dict(row_of(mail, reason), list_id=1, id=7)
         listed = {"token": TOKEN, "id": 7, "reason": mlmpipe.shown(reason, 300), "sender": mail.author,
                   "subject": mlmpipe.shown(mail.subject()), "received": "2026-01-01 10:00:00"}
-        view = mlmpipe.held_view(SimpleNamespace(archive=archive), LST, message, listed)
+        view = mlmpipe.held_view(SimpleNamespace(archive=archive, postgres=False), None, LST, message, listed)
         return mlmpipe.held_view_lines(LST, view), view
 
 

@@ -345,7 +345,7 @@ def test_a_version_1_database_is_migrated(tmp_path):
     assert (row["bounce_score"], row["warnings"], row["last_warning"], row["probe_sent"]) == (2, 0, None, None)
     fresh = sqlite3.connect(":memory:")
     fresh.executescript(mlmpipe.read_schema().script)
-    for table in ("members", "overrides", "tokens", "messages", "watches"):     # migrated = created
+    for table in ("members", "overrides", "tokens", "messages", "watches", "outbox"):     # migrated = created
         assert sorted(r[1] for r in db.execute("PRAGMA table_info(%s)" % table)) == sorted(
             r[1] for r in fresh.execute("PRAGMA table_info(%s)" % table)), table
     assert "used_by" in [r[1] for r in db.execute("PRAGMA table_info(tokens)")]
