@@ -392,8 +392,11 @@ def test_mta_config_prints_the_lmtp_transport(make_list, tmp_path):
     assert "\n%s lmtp:unix:mlmpipe/lmtp.sock\n" % ml.domain in out
     out = ml.cli("mta-config", "postfix", LIST, "--listen=%s" % (tmp_path / "s")).stdout.decode()
     assert "lmtp:unix:%s\n" % (tmp_path / "s") in out and "chroot" in out
-    proc = ml.cli("mta-config", "postfix", LIST, "--listen=127.0.0.1:8024", "--apply", check=False)
-    assert proc.returncode == 1 and b"Traceback" not in proc.stderr
+    out = ml.cli("mta-config", "postfix", LIST, "--listen=127.0.0.1:8024").stdout.decode()
+    assert "'mlmpipe mta-config postfix %s --listen=127.0.0.1:8024 --apply' writes" % LIST in out
+    for other in (["postfix", LIST, "--alias"], ["qmail", LIST]):
+        proc = ml.cli("mta-config", *other, "--listen=127.0.0.1:8024", check=False)
+        assert proc.returncode == 1 and b"neither qmail nor --alias" in proc.stderr, proc.stderr
     proc = ml.cli("lmtp", "--listen=nowhere", check=False)
     assert proc.returncode == 1 and proc.stderr.decode().count("\n") == 1, proc.stderr
 
