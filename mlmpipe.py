@@ -6841,6 +6841,8 @@ def lmtp_target(nexthop, queue, chrooted):
             if port != "lmtp":             # /etc/services may be missing
                 return None
             port = 24
+    if not 0 < int(port) < 65536:
+        return None
     return ("inet", m.group(1) or m.group(2), int(port))
 
 
@@ -6856,7 +6858,8 @@ def lmtp_probe(target, timeout=3):
         try:
             local = ipaddress.ip_address(target[1]).is_loopback
         except ValueError:
-            local = False
+            return "unprobed", ("%s is a host name, and mlmpipe looks up none, so it did not probe it: make sure "
+                                "mlmpipe lmtp answers there (or write the address, such as 127.0.0.1)" % target[1])
         if not local:
             return "unprobed", ("%s is not a loopback address of this host (127.0.0.0/8, ::1), so mlmpipe did "
                                 "not probe it: make sure mlmpipe lmtp answers there" % target[1])
