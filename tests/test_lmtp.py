@@ -135,6 +135,7 @@ def log_lines(ml, msgid):
 
 # The pipeline, per recipient ################################################
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_a_post_reaches_every_member_once_and_is_logged_as_deliver_logs_it(flist, serve):
     ml = flist
     server = serve(ml)
@@ -149,6 +150,7 @@ def test_a_post_reaches_every_member_once_and_is_logged_as_deliver_logs_it(flist
     assert server.stop() == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_a_command_is_answered_over_a_unix_socket(make_list, serve, tmp_path):
     ml = make_list()
     ml.take()
@@ -165,6 +167,7 @@ def test_a_command_is_answered_over_a_unix_socket(make_list, serve, tmp_path):
 
 
 @pytest.mark.parametrize("refused_first", [False, True])
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_two_recipients_get_a_reply_each_in_order(make_list, serve, refused_first):
     ml = make_list()
     ml.take()
@@ -252,6 +255,37 @@ def test_a_locked_database_is_a_4xx_and_the_retry_delivers(flist, serve):
         [reply] = transaction(lmtp, "m00@example.com", [ml.addr("new")], raw)
     assert reply[0] == 250, reply
     assert set(once_each(deliveries(ml.take()))) == ml.active()
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_postgresql_down_is_a_4xx_and_the_retry_after_it_is_back_delivers(flist, serve, pg_cluster):
+    """The server stopped (a restart, a failover) while the listener runs: 451,
+    nothing sent; once it is back, the MTA's retry delivers, and so does the
+    next message through the same delivery processes."""
+    ml = flist
+    server = serve(ml, workers=1)
+    warm = make_msg("Ann <ann@example.com>", ml.addr("help"), "help")
+    with server.client() as lmtp:             # the worker has been to the database before it goes away
+        assert transaction(lmtp, "ann@example.com", [ml.addr("help")], warm)[0][0] == 250
+    ml.take()
+    raw = make_msg(AUTHOR, ml.addr("new"), "While the database is down")
+    pg_cluster.stop()
+    try:
+        with server.client() as lmtp:
+            [reply] = transaction(lmtp, "m00@example.com", [ml.addr("new")], raw)
+    finally:
+        pg_cluster.start()
+    assert reply[0] == 451 and text(reply).startswith("4.3.0 mlmpipe: database unavailable"), reply
+    assert ml.take() == []
+    with server.client() as lmtp:
+        [reply] = transaction(lmtp, "m00@example.com", [ml.addr("new")], raw)
+        assert reply[0] == 250, (reply, server.output())
+        again = make_msg("Ann <ann@example.com>", ml.addr("help"), "help again")
+        assert transaction(lmtp, "ann@example.com", [ml.addr("help")], again)[0][0] == 250
+    calls = ml.take()
+    assert set(once_each(deliveries(calls))) == ml.active()
+    assert len(replies(calls)) == 1
     assert server.stop() == 0
 
 
