@@ -978,6 +978,7 @@ def begin_immediate(db):
 # guarantees unchanged; psycopg is imported only here.
 
 PG_LOCK = 0x6d6c6d70              # the advisory lock key of the write lock ("mlmp")
+PG_KEPT = None                    # an LMTP worker's {key: PgConnection} kept between messages; None elsewhere
 
 # Statement rewrites, in order: (pattern, replacement).
 PG_SQL = [
@@ -1054,8 +1055,9 @@ def pg_rows(cursor):
 class PgConnection:
     """A psycopg connection in autocommit mode, as mlmpipe's code uses sqlite3's."""
 
-    def __init__(self, conn):
+    def __init__(self, conn, kept=None):
         self.conn = conn
+        self.kept = kept          # its key in PG_KEPT: close() leaves it open for the worker's next message
 
     def execute(self, sql, params=()):
         if sql == "BEGIN IMMEDIATE":
@@ -1069,7 +1071,47 @@ class PgConnection:
         return cursor
 
     def close(self):
-        self.conn.close()
+        import psycopg.pq
+        if self.kept is not None and PG_KEPT.get(self.kept) is self and not self.conn.broken \
+                and self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            return
+        self.forget()
+
+    def forget(self):
+        if PG_KEPT is not None and PG_KEPT.get(self.kept) is self:
+            del PG_KEPT[self.kept]
+        try:
+            self.conn.close()
+        except Exception:         # a broken connection's close may complain; it is gone either way
+            pass
+
+
+def pg_kept(cfg):
+    """An LMTP worker's connection kept from its last message (README: LMTP),
+    when it still answers; else None, and a new one will be kept.  Only ever
+    made inside the worker process that uses it, never across a fork."""
+    if PG_KEPT is None:
+        return None
+    key = (os.getpid(), cfg.database, cfg.db_timeout)
+    for other in [db for k, db in PG_KEPT.items() if k != key]:
+        other.forget()                           # another configuration's, or made before a fork
+    db = PG_KEPT.get(key)
+    if db is not None:
+        try:
+            db.conn.execute("SELECT 1")
+            return db
+        except Exception:                        # the server restarted or dropped it since: connect again
+            db.forget()
+    db = pg_connect(cfg)
+    db.kept = key
+    PG_KEPT[key] = db
+    return db
+
+
+def pg_forget():
+    """Close an LMTP worker's kept connection (after a delivery that failed)."""
+    for db in list((PG_KEPT or {}).values()):
+        db.forget()
 
 
 def pg_connect(cfg):
@@ -1107,7 +1149,7 @@ def pg_name(database):
 
 def pg_open(cfg, create):
     """open_db for PostgreSQL: schema.sql made or migrated in one transaction."""
-    db = pg_connect(cfg)
+    db = pg_kept(cfg) or pg_connect(cfg)
     schema = read_schema()
     version = pg_version(db)
     if version < schema.version:
@@ -7108,9 +7150,10 @@ def lmtp_reply(kind, sentence):
 def lmtp_worker_start(clock):
     """A worker process begins: the listener alone answers SIGTERM and SIGINT
     (a handler that does nothing, not SIG_IGN, which sendmail would inherit)."""
-    global CLOCK
+    global CLOCK, PG_KEPT
     import signal
     CLOCK = clock
+    PG_KEPT = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, frame: None)
 
@@ -7124,6 +7167,8 @@ def lmtp_deliver(path, data, recipient, sender):
     finally:
         digested.cache_clear()            # their keys hold this message's database connection
         thread_named.cache_clear()
+    if result.kind == "temporary":
+        pg_forget()                       # the next message starts on a new connection
     return result.kind, result.sentence
 
 

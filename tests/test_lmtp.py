@@ -286,7 +286,41 @@ def test_postgresql_down_is_a_4xx_and_the_retry_after_it_is_back_delivers(flist,
     calls = ml.take()
     assert set(once_each(deliveries(calls))) == ml.active()
     assert len(replies(calls)) == 1
+    pg_cluster.stop()                         # a restart between two messages: the kept connection is dead
+    pg_cluster.start()
+    with server.client() as lmtp:
+        after = make_msg("Ann <ann@example.com>", ml.addr("help"), "help after a restart")
+        [reply] = transaction(lmtp, "ann@example.com", [ml.addr("help")], after)
+    assert reply[0] == 250, (reply, server.output())
     assert server.stop() == 0
+
+
+def mlmpipe_connections(pg_cluster):
+    import psycopg
+    with psycopg.connect(pg_cluster.url()) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mlmpipe'"
+                            ).fetchone()[0]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_worker_keeps_its_postgresql_connection_between_messages(make_list, serve, pg_cluster):
+    """One connection per delivery process, not one per message (README: LMTP);
+    closed when the listener stops."""
+    ml = make_list()
+    ml.take()
+    server = serve(ml, workers=2)
+    assert mlmpipe_connections(pg_cluster) == 0
+    with server.client() as lmtp:
+        for n in range(6):
+            raw = make_msg("Ann <ann@example.com>", ml.addr("help"), "help %d" % n)
+            assert transaction(lmtp, "ann@example.com", [ml.addr("help")], raw)[0][0] == 250
+    assert 1 <= mlmpipe_connections(pg_cluster) <= 2
+    assert len(replies(ml.take())) == 6
+    assert server.stop() == 0
+    end = time.monotonic() + 10
+    while mlmpipe_connections(pg_cluster) != 0:       # the server notices the closed sockets at once, almost
+        assert time.monotonic() < end
+        time.sleep(0.05)
 
 
 def test_a_missing_database_is_a_4xx(make_list, serve, tmp_path):
