@@ -6846,7 +6846,7 @@ def check_lmtp_way(found, pf, lst, transport, nexthop):
                       lmtp_start_hint(found.cfg, listen))
     elif state == "unprobed":
         found.note("mail for %s@%s goes to %s:%s; %s" % (lst["name"], domain, transport, nexthop, why))
-    elif target[0] == "unix":                     # the listener made its socket: its user delivers
+    elif target[0] == "unix" and os.path.exists(target[1]):     # the listener made its socket: its user delivers
         found.runs_as(owner_name(os.stat(target[1])), "the owner of the socket %s" % target[1])
 
 
