@@ -8,7 +8,7 @@ members who follow the thread.  See mlmpipe(8) and README.md.
 Usage:
   mlmpipe deliver [options] [--recipient=ADDR] [--sender=ADDR]
   mlmpipe init [options]
-  mlmpipe newlist [options] LIST --owner=ADDR... [--domain=D] [--apply]
+  mlmpipe newlist [options] LIST --owner=ADDR... [--domain=D] [--apply] [--listen=ADDR]
   mlmpipe rmlist [options] LIST
   mlmpipe lists [options] [--json]
   mlmpipe config [options] LIST [KEY [VALUE]]
@@ -60,8 +60,9 @@ Options:
                           config_directory); qmail: the home directory that
                           holds the .qmail files
   --listen=ADDR           lmtp: HOST:PORT or the path of a unix socket to
-                          listen on (else 127.0.0.1:8024); mta-config: the
-                          Postfix lines that send the list's mail there
+                          listen on (else 127.0.0.1:8024); mta-config and
+                          newlist: route the list's mail there through
+                          Postfix's lmtp(8) instead of the pipe transport
   --workers=N             lmtp: deliveries at once, each in a process of its
                           own (else the CPUs, at most 8)
 """
@@ -980,6 +981,7 @@ def begin_immediate(db):
 # guarantees unchanged; psycopg is imported only here.
 
 PG_LOCK = 0x6d6c6d70              # the advisory lock key of the write lock ("mlmp")
+PG_KEPT = None                    # an LMTP worker's {key: PgConnection} kept between messages; None elsewhere
 
 # Statement rewrites, in order: (pattern, replacement).
 PG_SQL = [
@@ -1057,8 +1059,9 @@ def pg_rows(cursor):
 class PgConnection:
     """A psycopg connection in autocommit mode, as mlmpipe's code uses sqlite3's."""
 
-    def __init__(self, conn):
+    def __init__(self, conn, kept=None):
         self.conn = conn
+        self.kept = kept          # its key in PG_KEPT: close() leaves it open for the worker's next message
 
     def execute(self, sql, params=(), binary=False):
         if sql == "BEGIN IMMEDIATE":
@@ -1072,7 +1075,47 @@ class PgConnection:
         return cursor
 
     def close(self):
-        self.conn.close()
+        import psycopg.pq
+        if self.kept is not None and PG_KEPT.get(self.kept) is self and not self.conn.broken \
+                and self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            return
+        self.forget()
+
+    def forget(self):
+        if PG_KEPT is not None and PG_KEPT.get(self.kept) is self:
+            del PG_KEPT[self.kept]
+        try:
+            self.conn.close()
+        except Exception:         # a broken connection's close may complain; it is gone either way
+            pass
+
+
+def pg_kept(cfg):
+    """An LMTP worker's connection kept from its last message (README: LMTP),
+    when it still answers; else None, and a new one will be kept.  Only ever
+    made inside the worker process that uses it, never across a fork."""
+    if PG_KEPT is None:
+        return None
+    key = (os.getpid(), cfg.database, cfg.db_timeout)
+    for other in [db for k, db in PG_KEPT.items() if k != key]:
+        other.forget()                           # another configuration's, or made before a fork
+    db = PG_KEPT.get(key)
+    if db is not None:
+        try:
+            db.conn.execute("SELECT 1")
+            return db
+        except Exception:                        # the server restarted or dropped it since: connect again
+            db.forget()
+    db = pg_connect(cfg)
+    db.kept = key
+    PG_KEPT[key] = db
+    return db
+
+
+def pg_forget():
+    """Close an LMTP worker's kept connection (after a delivery that failed)."""
+    for db in list((PG_KEPT or {}).values()):
+        db.forget()
 
 
 def pg_connect(cfg):
@@ -1110,7 +1153,7 @@ def pg_name(database):
 
 def pg_open(cfg, create):
     """open_db for PostgreSQL: schema.sql made or migrated in one transaction."""
-    db = pg_connect(cfg)
+    db = pg_kept(cfg) or pg_connect(cfg)
     schema = read_schema()
     version = pg_version(db)
     if version < schema.version:
@@ -4445,24 +4488,29 @@ def cmd_newlist(cfg, args):
     if bad:
         raise AdminError("not a valid owner address: %s" % ", ".join(bad))
     domain = (args["--domain"] or cfg.domain).lower()
+    mta = "qmail" if cfg.verp == "qmail" else "postfix"
+    listen = args.get("--listen")
+    if listen:
+        refuse_listen(mta, False)
+        lmtp_address(listen)
     try:
         with write(db):
             db.execute("INSERT INTO lists (name, domain) VALUES (?, ?)", (name, domain))
             set_list_setting(db, list_by_name(db, name, domain), "owners", ",".join(owners_))
     except DB_INTEGRITY:
         raise AdminError("the list %s@%s exists already" % (name, domain))
-    mta = "qmail" if cfg.verp == "qmail" else "postfix"
+    apply = "mlmpipe mta-config %s %s%s --apply" % (mta, name, " --listen=%s" % listen if listen else "")
     if not args["--apply"]:
-        print("created list %s@%s; route its mail to mlmpipe with 'mlmpipe mta-config %s %s --apply' "
-              "(without --apply it prints the lines)" % (name, domain, mta, name))
+        print("created list %s@%s; route its mail to mlmpipe with '%s' (without --apply it prints the lines)"
+              % (name, domain, apply))
         return 0
     print("created list %s@%s" % (name, domain))
     try:
-        wire(cfg, db, list_by_name(db, name, domain), mta, False, False, None, print)
+        wire(cfg, db, list_by_name(db, name, domain), mta, False, False, None, print, listen)
     except (AdminError, OSError) as exc:
         why = exc if isinstance(exc, AdminError) else "%s: %s" % (exc.filename, exc.strerror)
         raise AdminError("the list %s@%s exists, but routing its mail failed: %s; when that is mended, "
-                         "run 'mlmpipe mta-config %s %s --apply'" % (name, domain, why, mta, name))
+                         "run '%s'" % (name, domain, why, apply))
     return 0
 
 
@@ -5398,37 +5446,59 @@ def cmd_mta_config(cfg, args):
     elif lst is None:
         need_list(db, name)
     mta = "postfix" if args["postfix"] else "qmail"
-    if args.get("--listen"):
-        if mta == "qmail" or args["--alias"] or args["--apply"] or args["--remove"]:
-            raise AdminError("--listen prints the lines of Postfix's LMTP transport, to be written by hand; "
-                             "it goes with neither qmail, --alias, --apply nor --remove")
-        print(lmtp_text(cfg, lst, args["--listen"], args["--dir"]))
-        return 0
+    listen = args.get("--listen")
+    if listen:
+        refuse_listen(mta, args["--alias"])
+        lmtp_address(listen)
     if args["--apply"] or args["--remove"]:
-        wire(cfg, db, lst, mta, args["--alias"], args["--remove"], args["--dir"], print)
+        wire(cfg, db, lst, mta, args["--alias"], args["--remove"], args["--dir"], print, listen)
+    elif listen:
+        print(lmtp_text(cfg, lst, listen, args["--dir"]))
     else:
         print(mta_text(cfg, lst, mta, args["--alias"], args["--dir"]))
     return 0
 
 
+def refuse_listen(mta, alias):
+    if mta == "qmail" or alias:
+        raise AdminError("--listen names where Postfix's LMTP transport delivers (mlmpipe lmtp); "
+                         "it goes with neither qmail nor --alias")
+
+
 def lmtp_text(cfg, lst, listen, directory):
     """The Postfix lines that send a list's domain to `mlmpipe lmtp --listen=LISTEN`."""
-    address = lmtp_address(listen)
-    values = dict(name=lst["name"], domain=lst["domain"], type="hash", postfix="postfix",
+    values = dict(name=lst["name"], domain=lst["domain"], type="hash", postfix="postfix", listen=listen,
                   dir=directory or "/etc/postfix", queue="/var/spool/postfix", conf=os.path.abspath(cfg.path))
     if postfix_program("postconf"):
         pf = Postfix(directory)
         values.update(dir=pf.dir, type=pf.maptype, postfix=pf.command,
-                      queue=pf.run("postconf", "-h", "-x", "queue_directory").strip() or values["queue"])
+                      queue=pf.get("queue_directory", expand=True) or values["queue"])
     values["map"] = os.path.join(values["dir"], POSTFIX_MAP)
-    if address[0] == "inet":
-        values["nexthop"] = "lmtp:inet:%s:%d" % (("[%s]" if ":" in address[1] else "%s") % address[1], address[2])
-        values["socket"] = ""
-    else:
-        inside = os.path.relpath(address[1], values["queue"])
-        values["nexthop"] = "lmtp:unix:" + (address[1] if inside.startswith("..") else inside)
-        values["socket"] = POSTFIX_LMTP_SOCKET % values if inside.startswith("..") else ""
+    values["nexthop"], outside = lmtp_nexthop(lmtp_address(listen), values["queue"])
+    values["socket"] = POSTFIX_LMTP_SOCKET % values if outside else ""
     return (POSTFIX_LMTP_TEMPLATE % values).rstrip()
+
+
+def lmtp_nexthop(address, queue):
+    """The transport-map value that reaches a listener at ADDRESS (lmtp_address),
+    and whether it is a unix socket outside Postfix's queue directory QUEUE
+    (Postfix runs in QUEUE, chrooted there when master.cf says so).
+
+    >>> lmtp_nexthop(("inet", "127.0.0.1", 8024), "/var/spool/postfix")
+    ('lmtp:inet:127.0.0.1:8024', False)
+    >>> lmtp_nexthop(("inet", "::1", 24), "/var/spool/postfix")
+    ('lmtp:inet:[::1]:24', False)
+    >>> lmtp_nexthop(("unix", "/var/spool/postfix/mlmpipe/lmtp.sock"), "/var/spool/postfix")
+    ('lmtp:unix:mlmpipe/lmtp.sock', False)
+    >>> lmtp_nexthop(("unix", "/run/mlmpipe/lmtp.sock"), "/var/spool/postfix")
+    ('lmtp:unix:/run/mlmpipe/lmtp.sock', True)
+    """
+    if address[0] == "inet":
+        return "lmtp:inet:%s:%d" % (("[%s]" if ":" in address[1] else "%s") % address[1], address[2]), False
+    inside = os.path.relpath(address[1], queue)
+    if inside.startswith(".."):
+        return "lmtp:unix:" + address[1], True
+    return "lmtp:unix:" + inside, False
 
 
 def run_command():
@@ -5454,7 +5524,8 @@ POSTFIX_ALIASES = "postfix-aliases"        # beside the database: local(8) runs 
 SERVICE = "mlmpipe unix - n n - 10 pipe"   # master.cf: name type private unpriv chroot wakeup maxproc command
 POSTFIX_PARAMETERS = ("default_database_type", "mydestination", "relay_domains", "transport_maps",
                       "mlmpipe_destination_recipient_limit", "relay_recipient_maps", "alias_maps",
-                      "owner_request_special", "recipient_delimiter")
+                      "owner_request_special", "recipient_delimiter", "queue_directory")
+PIPE_NEXTHOP = "mlmpipe:"                  # the pipe way's transport-map value; the LMTP way's is lmtp:...
 QMAIL_SENDMAIL = "/var/qmail/bin/sendmail"
 
 
@@ -5535,8 +5606,8 @@ def other_lists(db, lst):
     return [row[0] for row in db.execute("SELECT name FROM lists WHERE name != ? ORDER BY name", (lst["name"],))]
 
 
-def wire(cfg, db, lst, mta, alias, remove, directory, say):
-    """mta-config --apply or --remove."""
+def wire(cfg, db, lst, mta, alias, remove, directory, say, listen=None):
+    """mta-config --apply or --remove (LISTEN: the LMTP way's listener, else the pipe way)."""
     if mta == "qmail":
         return qmail_wiring(cfg, db, lst, alias, remove, directory, say)
     if alias:
@@ -5544,8 +5615,10 @@ def wire(cfg, db, lst, mta, alias, remove, directory, say):
     pf = Postfix(directory, writing=True)
     if alias:
         (postfix_unalias if remove else postfix_alias)(cfg, db, lst, pf, say)
+    elif remove:
+        postfix_unroute(cfg, db, lst, pf, say)
     else:
-        (postfix_unroute if remove else postfix_route)(cfg, db, lst, pf, say)
+        postfix_route(cfg, db, lst, pf, say, listen)
     pf.finish(say)
 
 
@@ -5912,31 +5985,31 @@ def service_line(cfg, user):
         SERVICE, user.pw_name, delivery_command(cfg))
 
 
-def postfix_route(cfg, db, lst, pf, say):
-    """The pipe(8) way: the list's domain, whole, to the service mlmpipe."""
+def postfix_route(cfg, db, lst, pf, say, listen=None):
+    """The pipe(8) way: the list's domain, whole, to the service mlmpipe; with
+    LISTEN, the LMTP way: to Postfix's lmtp(8), which hands it to `mlmpipe lmtp`.
+    The map's entry for the domain is replaced when it named the other way."""
     domain = lst["domain"]
     if domain in pf.domains("mydestination"):
-        raise AdminError("%s is one of Postfix's mydestination domains, which local(8) delivers; the pipe "
+        raise AdminError("%s is one of Postfix's mydestination domains, which local(8) delivers; the %s "
                          "transport needs a domain of its own (a list made with --domain=another domain), "
-                         "or use the alias way (--alias)" % domain)
-    user = need_delivery_user(cfg)
-    want = service_line(cfg, user)
+                         "or use the alias way (--alias)" % (domain, "LMTP" if listen else "pipe"))
+    nexthop, target = lmtp_route(pf, listen) if listen else (PIPE_NEXTHOP, None)
+    pipe = None if listen else need_delivery_user(cfg)
     table = pf.path(POSTFIX_MAP)
     domains = pf.read_table(table)
-    if domain not in domains or not table_files(table):
-        domains[domain] = "mlmpipe:"
-        pf.write_table(table, MAP_HEADER, ["%s mlmpipe:" % d for d in domains], "postmap")
-        say("%s: %s mlmpipe: (postmap %s:%s)" % (table, domain, pf.maptype, table))
-    have = pf.service_line
-    if have.split() != want.split():
-        pf.end_with_newline("master.cf")
-        pf.remember("master.cf", "mlmpipe/unix", pf.block("master.cf", pf.service), have)
-        pf.run("postconf", "-M", "mlmpipe/unix=" + want)
-        pf.changed = True
-        say("master.cf: %s service mlmpipe: pipe(8) as user %s, argv=%s --recipient=${recipient} "
-            "--sender=${sender}" % ("replaced the" if have else "added the", user.pw_name, delivery_command(cfg)))
+    if domains.get(domain) != nexthop or not table_files(table):
+        was = domains.get(domain)
+        domains[domain] = nexthop
+        pf.write_table(table, MAP_HEADER, ["%s %s" % item for item in domains.items()], "postmap")
+        say("%s: %s %s (postmap %s:%s)%s" % (table, domain, nexthop, pf.maptype, table,
+                                             "; it was %s" % was if was and was != nexthop else ""))
+    if pipe is not None:
+        postfix_service(cfg, pf, pipe, say)
+    elif PIPE_NEXTHOP not in domains.values():
+        postfix_unservice(cfg, pf, say)
     pf.add_item("transport_maps", "%s:%s" % (pf.maptype, table), say, first=True)
-    if pf.get("mlmpipe_destination_recipient_limit") != "1":
+    if pipe is not None and pf.get("mlmpipe_destination_recipient_limit") != "1":
         pf.set("mlmpipe_destination_recipient_limit", "1", pf.get("mlmpipe_destination_recipient_limit"), say)
     if pf.add_item("relay_domains", domain, say):
         pf.state.setdefault("relay_domains added", []).append(domain)
@@ -5946,6 +6019,67 @@ def postfix_route(cfg, db, lst, pf, say):
     elif pf.get("relay_recipient_maps"):
         say("note: relay_recipient_maps is set, so Postfix refuses addresses of %s that it does not "
             "list: add the list's addresses there (examples/postfix/main.cf.pipe-transport)" % domain)
+    state, why = lmtp_probe(target) if target is not None else ("", "")
+    if state == "silent":
+        say("note: %s yet; %s" % (why, lmtp_start_hint(cfg, listen)))
+
+
+def lmtp_route(pf, listen):
+    """The transport-map value for `--listen=LISTEN` and where Postfix's
+    lmtp(8) will connect (lmtp_target); refused when lmtp(8) cannot reach it."""
+    address = lmtp_address(listen)
+    queue = pf.get("queue_directory", expand=True)
+    nexthop, outside = lmtp_nexthop(address, queue)
+    chroot = pf.run("postconf", "-F", "-h", "lmtp/unix/chroot").strip()
+    if not chroot:
+        raise AdminError("%s has no lmtp service (Postfix's lmtp(8), in its master.cf as shipped): "
+                         "put it back, then run this again" % pf.path("master.cf"))
+    if outside and chroot == "y":
+        raise AdminError("Postfix's lmtp(8) runs chrooted in %s (master.cf's chroot column), so it cannot "
+                         "reach the socket %s: let mlmpipe lmtp listen inside it "
+                         "(--listen=%s/mlmpipe/lmtp.sock) or on 127.0.0.1" % (queue, address[1], queue))
+    return nexthop, lmtp_target(nexthop, queue, chroot == "y")
+
+
+def lmtp_start_hint(cfg, listen):
+    return "start it: systemctl start mlmpipe-lmtp, or run: mlmpipe -c %s lmtp --listen=%s" % (
+        os.path.abspath(cfg.path), listen)
+
+
+def postfix_service(cfg, pf, user, say):
+    """master.cf: the pipe(8) service mlmpipe, running `mlmpipe deliver` as USER."""
+    want = service_line(cfg, user)
+    have = pf.service_line
+    if have.split() != want.split():
+        pf.end_with_newline("master.cf")
+        pf.remember("master.cf", "mlmpipe/unix", pf.block("master.cf", pf.service), have)
+        pf.run("postconf", "-M", "mlmpipe/unix=" + want)
+        pf.service_line = want
+        pf.changed = True
+        say("master.cf: %s service mlmpipe: pipe(8) as user %s, argv=%s --recipient=${recipient} "
+            "--sender=${sender}" % ("replaced the" if have else "added the", user.pw_name, delivery_command(cfg)))
+
+
+def postfix_unservice(cfg, pf, say):
+    """Undo postfix_service and the recipient limit: no domain goes the pipe way any more."""
+    pf.unset("mlmpipe_destination_recipient_limit", say)
+    record = pf.state.get("master.cf", {}).pop("mlmpipe/unix", None)
+    if record is None:
+        return
+    have = pf.service_line
+    if have.split() != service_line(cfg, need_delivery_user(cfg)).split():
+        say("master.cf: left the service mlmpipe as it is (changed since mlmpipe wrote it)")
+    elif record["text"] is None:
+        pf.run("postconf", "-MX", "mlmpipe/unix")
+        say("master.cf: removed the service mlmpipe")
+    elif pf.put_back("master.cf", pf.service, record["text"]):
+        say("master.cf: the service mlmpipe as it was before")
+    else:
+        pf.run("postconf", "-M", "mlmpipe/unix=" + record["value"])
+        say("master.cf: the service mlmpipe as it was before: %s" % record["value"])
+    pf.service_line = record["value"] or ""
+    pf.changed = True
+    pf.save()
 
 
 def postfix_unroute(cfg, db, lst, pf, say):
@@ -5980,26 +6114,13 @@ def postfix_unroute(cfg, db, lst, pf, say):
         pf.state.pop("relay_domains added", None)
     pf.save()
     if not last:
-        pf.write_table(table, MAP_HEADER, ["%s mlmpipe:" % d for d in domains], "postmap")
+        pf.write_table(table, MAP_HEADER, ["%s %s" % item for item in domains.items()], "postmap")
         say("%s: removed %s (postmap %s:%s)" % (table, ", ".join(unused), pf.maptype, table))
+        if PIPE_NEXTHOP not in domains.values():
+            postfix_unservice(cfg, pf, say)
         return
     pf.drop_item("transport_maps", "%s:%s" % (pf.maptype, table), say, final=True)
-    pf.unset("mlmpipe_destination_recipient_limit", say)
-    record = pf.state.get("master.cf", {}).pop("mlmpipe/unix", None)
-    if record is not None:
-        have = pf.service_line
-        if have.split() != service_line(cfg, need_delivery_user(cfg)).split():
-            say("master.cf: left the service mlmpipe as it is (changed since mlmpipe wrote it)")
-        elif record["text"] is None:
-            pf.run("postconf", "-MX", "mlmpipe/unix")
-            say("master.cf: removed the service mlmpipe")
-        elif pf.put_back("master.cf", pf.service, record["text"]):
-            say("master.cf: the service mlmpipe as it was before")
-        else:
-            pf.run("postconf", "-M", "mlmpipe/unix=" + record["value"])
-            say("master.cf: the service mlmpipe as it was before: %s" % record["value"])
-        pf.changed = True
-        pf.save()
+    postfix_unservice(cfg, pf, say)
     pf.remove_table(table)
     say("removed %s" % table)
 
@@ -6211,8 +6332,10 @@ mlmpipe   unix  -       n       n       -       10      pipe
 
 POSTFIX_LMTP_TEMPLATE = """\
 # Postfix: %(name)s@%(domain)s over LMTP: the whole domain
-# %(domain)s goes to 'mlmpipe -c %(conf)s lmtp',
+# %(domain)s goes to 'mlmpipe -c %(conf)s lmtp --listen=%(listen)s',
 # which must be running (README: LMTP; examples/systemd/ runs it).
+# 'mlmpipe mta-config postfix %(name)s --listen=%(listen)s --apply' writes
+# these lines, --remove takes them out again.
 #
 # main.cf (keep what relay_domains and transport_maps hold already):
 relay_domains = %(domain)s
@@ -6369,7 +6492,7 @@ class Checkup:
 
     def __init__(self, cfg, args):
         self.cfg, self.args = cfg, args
-        self.problems = []
+        self.problems, self.notes = [], []
         self.user = None          # pwd entry of the delivery user
         self.why = ""             # how check knows it is the delivery user
         self.users = []           # (pwd entry, why) the MTA wiring names, list by list
@@ -6378,6 +6501,11 @@ class Checkup:
     def problem(self, sentence, fix):
         if "%s; %s" % (sentence, fix) not in self.problems:
             self.problems.append("%s; %s" % (sentence, fix))
+
+    def note(self, sentence):
+        """What check could not verify: printed, but no problem."""
+        if sentence not in self.notes:
+            self.notes.append(sentence)
 
     def runs_as(self, name, why):
         import pwd
@@ -6412,6 +6540,8 @@ def cmd_check(cfg, args):
     check_bytecode(found)
     for p in found.problems:
         print("problem: %s" % p)
+    for n in found.notes:
+        print("note: %s" % n)
     if not found.problems:
         print("ok: configuration %s, database %s (%s), archive %s, sendmail %s, log %s, delivery user %s"
               % (cfg.path, cfg.database, plural(len(lists), "list"), cfg.archive, cfg.sendmail, cfg.log, found.who))
@@ -6701,11 +6831,14 @@ def check_postfix(found, lists):
         name, domain = lst["name"], lst["domain"]
         apply = "run: mlmpipe mta-config postfix %s --apply%s" % (name, " --dir=%s" % pf.dir
                                                                   if found.args["--dir"] else "")
-        transport = postfix_transport(found, pf, name, domain)
+        transport, _, nexthop = postfix_transport(found, pf, name, domain).partition(":")
         service = services.get((transport, "unix")) if transport else None
         pipe = pipe_service(service)
         if pipe is not None and runs_mlmpipe(pipe.get("argv", []), cfg) is None:
             check_pipe_way(found, pf, lst, transport, pipe, master_cf)
+            continue
+        if service and service[0] == "lmtp":
+            check_lmtp_way(found, pf, lst, transport, nexthop.strip())
             continue
         alias = alias_of_list(found, pf, name)
         if alias is not None and runs_mlmpipe(alias[0], cfg) is None:
@@ -6714,7 +6847,9 @@ def check_postfix(found, lists):
         if transport and pipe is not None:
             why = "the transport map sends %s to the %s service of %s, but %s" % (
                 domain, transport, master_cf, runs_mlmpipe(pipe.get("argv", []), cfg))
-        elif transport and transport not in ("local", "virtual", "smtp", "relay", "lmtp", "error", "discard"):
+        elif transport == "lmtp":
+            why = "the transport map sends %s to lmtp:, but %s has no lmtp service" % (domain, master_cf)
+        elif transport and transport not in ("local", "virtual", "smtp", "relay", "error", "discard"):
             why = "the transport map sends %s to %s:, which is no pipe service of %s" % (domain, transport, master_cf)
         elif alias is not None:
             why = "the alias %s in %s %s" % (name, alias[1], runs_mlmpipe(alias[0], cfg))
@@ -6724,7 +6859,7 @@ def check_postfix(found, lists):
 
 
 def postfix_transport(found, pf, name, domain):
-    """The transport that transport_maps give the list's addresses ("" when none)."""
+    """What transport_maps give the list's addresses: TRANSPORT:NEXTHOP ("" when none)."""
     for key in ("%s@%s" % (name, domain), domain):
         for table in pf.items("transport_maps"):
             value, failure = pf.lookup("postmap", key, table)
@@ -6732,7 +6867,7 @@ def postfix_transport(found, pf, name, domain):
                 found.problem("Postfix cannot read its transport map %s (%s)" % (table, failure),
                               "run: postmap %s" % table)
             if value is not None:
-                return value.partition(":")[0].strip()
+                return value.strip()
     return ""
 
 
@@ -6758,13 +6893,18 @@ def destination(pf, domain, parameter):
     return False
 
 
+def check_destination(found, pf, domain):
+    """The list's domain is one Postfix accepts mail for."""
+    if not any(destination(pf, domain, p) for p in ("relay_domains", "mydestination", "virtual_mailbox_domains")):
+        found.problem("Postfix refuses mail for %s: the domain is in none of relay_domains, mydestination "
+                      "or virtual_mailbox_domains" % domain, "run: postconf -c %s -e 'relay_domains = %s'" % (
+                          pf.dir, ", ".join(x for x in (pf.get("relay_domains", expand=False), domain) if x)))
+
+
 def check_pipe_way(found, pf, lst, transport, pipe, master_cf):
     """A list whose domain goes to a pipe(8) service running mlmpipe."""
     domain, postconf = lst["domain"], "postconf -c %s" % pf.dir
-    if not any(destination(pf, domain, p) for p in ("relay_domains", "mydestination", "virtual_mailbox_domains")):
-        found.problem("Postfix refuses mail for %s: the domain is in none of relay_domains, mydestination "
-                      "or virtual_mailbox_domains" % domain, "run: %s -e 'relay_domains = %s'" % (
-                          postconf, ", ".join(x for x in (pf.get("relay_domains", expand=False), domain) if x)))
+    check_destination(found, pf, domain)
     flags, service = pipe.get("flags", ""), "the %s service of %s" % (transport, master_cf)
     for flag, harm in (("u", "lower-cases the VERP addresses that name members in bounces"),
                        ("F", "puts a From_ line before the header")):
@@ -6790,6 +6930,106 @@ def check_pipe_way(found, pf, lst, transport, pipe, master_cf):
         found.problem("%s_destination_recipient_limit is %s, so one run of mlmpipe would get several "
                       "recipients" % (transport, limit or "not set"),
                       "run: %s -e %s_destination_recipient_limit=1 && postfix reload" % (postconf, transport))
+
+
+def check_lmtp_way(found, pf, lst, transport, nexthop):
+    """A list whose domain goes to Postfix's lmtp(8): something must answer
+    LHLO where it connects (which configuration that listener reads, Postfix
+    cannot tell).  Only this host's loopback addresses and unix sockets are probed."""
+    domain = lst["domain"]
+    check_destination(found, pf, domain)
+    code, chroot = pf.run("postconf", "-F", "-h", "%s/unix/chroot" % transport)
+    target = lmtp_target("%s:%s" % (transport, nexthop), pf.get("queue_directory") or "/var/spool/postfix",
+                         code == 0 and chroot.strip() == "y")
+    state, why = lmtp_probe(target)
+    if state == "silent":
+        listen = target[1] if target[0] == "unix" else "%s:%d" % (
+            ("[%s]" if ":" in target[1] else "%s") % target[1], target[2])
+        found.problem("mail for %s@%s goes to %s:%s, but %s" % (lst["name"], domain, transport, nexthop, why),
+                      lmtp_start_hint(found.cfg, listen))
+    elif state == "unprobed":
+        found.note("mail for %s@%s goes to %s:%s; %s" % (lst["name"], domain, transport, nexthop, why))
+    elif target[0] == "unix" and os.path.exists(target[1]):     # the listener made its socket: its user delivers
+        found.runs_as(owner_name(os.stat(target[1])), "the owner of the socket %s" % target[1])
+
+
+def lmtp_target(nexthop, queue, chrooted):
+    """Where Postfix's lmtp(8) connects for a transport-map value lmtp:NEXTHOP:
+    ("unix", path) as seen outside its chroot, or ("inet", host, port); None
+    when the value names neither (lmtp(8) then uses defaults of its own).
+
+    >>> lmtp_target("lmtp:unix:mlmpipe/lmtp.sock", "/var/spool/postfix", True)
+    ('unix', '/var/spool/postfix/mlmpipe/lmtp.sock')
+    >>> lmtp_target("lmtp:unix:/run/lmtp.sock", "/var/spool/postfix", False)
+    ('unix', '/run/lmtp.sock')
+    >>> lmtp_target("lmtp:inet:127.0.0.1:8024", "/q", True), lmtp_target("lmtp:[::1]", "/q", True)
+    (('inet', '127.0.0.1', 8024), ('inet', '::1', 24))
+    >>> lmtp_target("lmtp:inet:localhost:lmtp", "/q", True), lmtp_target("lmtp:", "/q", True)
+    (('inet', 'localhost', 24), None)
+    """
+    rest = nexthop.partition(":")[2].strip()
+    kind, sep, where = rest.partition(":")
+    if kind == "unix" and sep and where:
+        if chrooted or not where.startswith("/"):
+            where = os.path.join(queue, where.lstrip("/"))
+        return ("unix", os.path.normpath(where))
+    where = where if kind == "inet" and sep else rest
+    m = re.match(r"^(?:\[([^\]]+)\]|([^:\[\]]+))(?::([A-Za-z0-9-]+))?$", where)
+    if m is None:
+        return None
+    port = m.group(3) or "lmtp"
+    if not port.isdigit():
+        import socket
+        try:
+            port = socket.getservbyname(port, "tcp")
+        except OSError:
+            if port != "lmtp":             # /etc/services may be missing
+                return None
+            port = 24
+    if not 0 < int(port) < 65536:
+        return None
+    return ("inet", m.group(1) or m.group(2), int(port))
+
+
+def lmtp_probe(target, timeout=3):
+    """Whether something answers LHLO at TARGET (lmtp_target): ("ok", ""),
+    ("silent", why) or ("unprobed", why).  Never connects beyond this host:
+    an inet address is probed only when it is a literal loopback address."""
+    import ipaddress
+    import smtplib
+    if target is None:
+        return "unprobed", "mlmpipe cannot tell where that connects, so it did not probe it"
+    if target[0] == "inet":
+        try:
+            local = ipaddress.ip_address(target[1]).is_loopback
+        except ValueError:
+            return "unprobed", ("%s is a host name, and mlmpipe looks up none, so it did not probe it: make sure "
+                                "mlmpipe lmtp answers there (or write the address, such as 127.0.0.1)" % target[1])
+        if not local:
+            return "unprobed", ("%s is not a loopback address of this host (127.0.0.0/8, ::1), so mlmpipe did "
+                                "not probe it: make sure mlmpipe lmtp answers there" % target[1])
+        where = "%s:%d" % (("[%s]" if ":" in target[1] else "%s") % target[1], target[2])
+    else:
+        where = target[1]
+    client, code = smtplib.LMTP(local_hostname="mlmpipe-check", timeout=timeout), 0
+    try:
+        code, text = client.connect(*target[1:])
+        if code == 220:
+            code, text = client.ehlo()
+        if code == 250:
+            client.docmd("QUIT")
+    except PermissionError as exc:
+        return "unprobed", "mlmpipe could not probe %s (%s): run check as root" % (where, exc.strerror)
+    except (OSError, smtplib.SMTPException) as exc:
+        if code == 250:
+            return "ok", ""
+        return "silent", "nothing answers LHLO at %s (%s)" % (where, getattr(exc, "strerror", None) or exc)
+    finally:
+        client.close()
+    if code != 250:
+        text = " ".join(text.decode("utf-8", "replace").split())[:200]
+        return "silent", "%s answers LHLO with %d %s instead of 250" % (where, code, text)
+    return "ok", ""
 
 
 def check_alias_way(found, pf, lst, table):
@@ -7013,9 +7253,10 @@ def lmtp_reply(kind, sentence):
 def lmtp_worker_start(clock):
     """A worker process begins: the listener alone answers SIGTERM and SIGINT
     (a handler that does nothing, not SIG_IGN, which sendmail would inherit)."""
-    global CLOCK
+    global CLOCK, PG_KEPT
     import signal
     CLOCK = clock
+    PG_KEPT = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, frame: None)
 
@@ -7029,6 +7270,8 @@ def lmtp_deliver(path, data, recipient, sender):
     finally:
         digested.cache_clear()            # their keys hold this message's database connection
         thread_named.cache_clear()
+    if result.kind == "temporary":
+        pg_forget()                       # the next message starts on a new connection
     return result.kind, result.sentence
 
 

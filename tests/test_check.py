@@ -6,13 +6,19 @@ never started and /etc/postfix is never touched."""
 import os
 import pwd
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import FAKE_SENDMAIL, MLMPIPE
 
@@ -386,6 +392,197 @@ def test_any_correct_pipe_service_is_accepted(inst):
     inst.master_cf(name="lists", flags="Rq", argv="%s %s deliver --config=%s --recipient=${recipient} "
                    "--sender=${sender}" % (sys.executable, inst.inst / "mlmpipe.py", inst.cfg))
     assert inst.problems() == []
+
+
+# Postfix: the LMTP way (README: LMTP) ##########################################
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def lmtp_way(inst, nexthop, chroot="y"):
+    """The list's domain to Postfix's lmtp(8) at NEXTHOP, as mta-config --listen --apply writes it."""
+    (inst.pf / "mlmpipe_transport").write_text("%s %s\n" % (DOMAIN, nexthop))
+    subprocess.run([tool("postmap"), "hash:%s" % (inst.pf / "mlmpipe_transport")], check=True)
+    inst.main_cf(mlmpipe_destination_recipient_limit=None, queue_directory=inst.root / "queue")
+    (inst.pf / "master.cf").write_text("smtp      inet  n       -       y       -       -       smtpd\n"
+                                       "lmtp      unix  -       -       %s       -       -       lmtp\n" % chroot)
+
+
+@pytest.fixture
+def listener(inst):
+    """`mlmpipe lmtp` of this installation: start(listen) runs it until the test ends."""
+    procs = []
+
+    def start(listen):
+        proc = subprocess.Popen([sys.executable, str(inst.inst / "mlmpipe.py"), "-c", str(inst.cfg), "lmtp",
+                                 "--listen=%s" % listen, "--workers=1"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        procs.append(proc)
+        for _ in range(600):
+            assert proc.poll() is None, proc.stderr.read()
+            if mlmpipe.lmtp_probe(mlmpipe.lmtp_address(str(listen)))[0] == "ok":
+                return proc
+            time.sleep(0.05)
+        raise AssertionError("mlmpipe lmtp does not answer at %s" % listen)
+    yield start
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@needs_postfix
+def test_lmtp_way_with_a_listener_on_127_0_0_1_is_ok(inst, listener):
+    listen = "127.0.0.1:%d" % free_port()
+    lmtp_way(inst, "lmtp:inet:" + listen)
+    listener(listen)
+    done = inst.check()
+    assert done.returncode == 0 and done.stdout.startswith("ok: ") and done.stdout.count("\n") == 1, done
+
+
+@needs_postfix
+def test_lmtp_way_with_a_listener_on_a_socket_in_the_chroot_is_ok(inst, listener):
+    sock = inst.root / "queue" / "mlmpipe" / "lmtp.sock"
+    sock.parent.mkdir(parents=True)
+    lmtp_way(inst, "lmtp:unix:mlmpipe/lmtp.sock")
+    listener(sock)
+    if ROOT:                           # the listener runs as the delivery user (User= of the systemd unit)
+        shutil.chown(sock, OWNER)
+    done = inst.check()
+    assert done.returncode == 0, done
+    assert "delivery user %s (the owner of the socket %s)" % (OWNER, sock) in done.stdout
+
+
+@needs_postfix
+def test_lmtp_way_with_nothing_listening_is_one_problem_with_its_fix(inst):
+    listen = "127.0.0.1:%d" % free_port()
+    lmtp_way(inst, "lmtp:inet:" + listen)
+    problems = inst.problems()
+    assert len(problems) == 1, problems
+    reported(problems, "mail for %s@%s goes to lmtp:inet:%s, but nothing answers LHLO at %s (Connection refused)"
+             % (LIST, DOMAIN, listen, listen), "; start it: systemctl start mlmpipe-lmtp, or run: "
+             "mlmpipe -c %s lmtp --listen=%s" % (inst.cfg, listen))
+
+
+@needs_postfix
+def test_lmtp_way_a_socket_outside_the_chroot_is_looked_for_inside_it(inst, listener):
+    """lmtp(8) chrooted in the queue directory reads lmtp:unix:/PATH as QUEUE/PATH:
+    a listener at /PATH itself is not what Postfix reaches."""
+    short = Path(tempfile.mkdtemp(prefix="mlw", dir="/tmp"))       # unix socket paths are short
+    try:
+        sock = short / "lmtp.sock"
+        listener(sock)
+        lmtp_way(inst, "lmtp:unix:%s" % sock)
+        inside = "%s%s" % (inst.root / "queue", sock)
+        reported(inst.problems(), "goes to lmtp:unix:%s, but nothing answers LHLO at %s (" % (sock, inside),
+                 "--listen=%s" % inside)
+        lmtp_way(inst, "lmtp:unix:%s" % sock, chroot="n")
+        if ROOT:
+            shutil.chown(sock, OWNER)
+        assert inst.problems() == []
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+@needs_postfix
+def test_lmtp_way_something_else_answering(inst):
+    """A server that greets but refuses LHLO (an SMTP server on the port, say)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def answer():
+        conn, _ = server.accept()
+        with conn, conn.makefile("rwb") as f:
+            f.write(b"220 smtp.example ESMTP\r\n")
+            f.flush()
+            f.readline()
+            f.write(b"500 5.5.1 what is LHLO\r\n")
+            f.flush()
+            f.readline()
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    listen = "127.0.0.1:%d" % server.getsockname()[1]
+    lmtp_way(inst, "lmtp:inet:" + listen)
+    reported(inst.problems(), "but %s answers LHLO with 500 5.5.1 what is LHLO instead of 250" % listen)
+    thread.join(10)
+    server.close()
+
+
+@needs_postfix
+@pytest.mark.parametrize("nexthop", ["lmtp:inet:192.0.2.1:24", "lmtp:[2001:db8::1]:24", "lmtp:inet:localhost:24",
+                                     "lmtp:"])
+def test_lmtp_way_elsewhere_is_not_probed(inst, monkeypatch, capsys, nexthop):
+    """Only this host's loopback addresses are probed: a note says so, and no
+    connection (nor name lookup) is attempted."""
+    lmtp_way(inst, nexthop)
+
+    attempts = []
+
+    def forbidden(*args, **kw):
+        attempts.append(args)
+        raise OSError("no connection here")
+    monkeypatch.setattr(socket, "create_connection", forbidden)
+    monkeypatch.setattr(socket, "getaddrinfo", forbidden)
+    monkeypatch.setattr(socket.socket, "connect", forbidden)
+    mlmpipe.main(["-c", str(inst.cfg), "check", "--dir=%s" % inst.pf], env={})
+    out = capsys.readouterr().out
+    assert attempts == []
+    assert not [line for line in out.splitlines() if line.startswith("problem: ") and "LHLO" in line], out
+    [note] = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert note.startswith("note: mail for %s@%s goes to %s" % (LIST, DOMAIN, nexthop))
+    assert "did not probe it" in note
+
+
+@needs_postfix
+def test_lmtp_way_domain_in_no_destination(inst):
+    lmtp_way(inst, "lmtp:inet:192.0.2.1:24")
+    inst.main_cf(relay_domains=None, mlmpipe_destination_recipient_limit=None)
+    reported(inst.problems(), "Postfix refuses mail for %s" % DOMAIN)
+
+
+@needs_postfix
+def test_lmtp_transport_without_an_lmtp_service(inst):
+    lmtp_way(inst, "lmtp:inet:127.0.0.1:24")
+    (inst.pf / "master.cf").write_text("smtp      inet  n       -       y       -       -       smtpd\n")
+    reported(inst.problems(), "mail for %s@%s does not reach mlmpipe: the transport map sends %s to lmtp:, but %s "
+             "has no lmtp service" % (LIST, DOMAIN, DOMAIN, inst.pf / "master.cf"))
+
+
+SEGMENT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=12).filter(
+    lambda x: x not in (".", ".."))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.tuples(st.just("inet"), st.ip_addresses().map(str), st.integers(1, 65535)),
+    st.tuples(st.just("unix"), st.tuples(st.sampled_from(["/var/spool/postfix", "/run", ""]),
+                                         st.lists(SEGMENT, min_size=1, max_size=4)).map(
+        lambda t: t[0] + "/" + "/".join(t[1])))), st.booleans())
+def test_the_transport_mta_config_writes_leads_check_to_the_listener(address, chrooted):
+    """What `mta-config --listen --apply` writes (lmtp_nexthop), read back the way
+    lmtp(8) does (lmtp_target), is the listener's address; a socket outside the
+    queue directory only when lmtp(8) is not chrooted (--apply refuses the other case)."""
+    queue = "/var/spool/postfix"
+    nexthop, outside = mlmpipe.lmtp_nexthop(address, queue)
+    assert mlmpipe.lmtp_target(nexthop, queue, chrooted and not outside) == address
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.booleans())
+def test_any_transport_value_is_read_without_error(value, chrooted):
+    target = mlmpipe.lmtp_target("lmtp:" + value, "/var/spool/postfix", chrooted)
+    assert target is None or target[0] in ("unix", "inet")
+    if target is not None and target[0] == "inet":
+        assert 0 < target[2] < 65536
+    assert mlmpipe.lmtp_target("lmtp:inet:127.0.0.1:99999", "/q", chrooted) is None
 
 
 # Postfix: the alias way #######################################################

@@ -135,6 +135,7 @@ def log_lines(ml, msgid):
 
 # The pipeline, per recipient ################################################
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_a_post_reaches_every_member_once_and_is_logged_as_deliver_logs_it(flist, serve):
     ml = flist
     server = serve(ml)
@@ -149,6 +150,7 @@ def test_a_post_reaches_every_member_once_and_is_logged_as_deliver_logs_it(flist
     assert server.stop() == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_a_command_is_answered_over_a_unix_socket(make_list, serve, tmp_path):
     ml = make_list()
     ml.take()
@@ -165,6 +167,7 @@ def test_a_command_is_answered_over_a_unix_socket(make_list, serve, tmp_path):
 
 
 @pytest.mark.parametrize("refused_first", [False, True])
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_two_recipients_get_a_reply_each_in_order(make_list, serve, refused_first):
     ml = make_list()
     ml.take()
@@ -253,6 +256,71 @@ def test_a_locked_database_is_a_4xx_and_the_retry_delivers(flist, serve):
     assert reply[0] == 250, reply
     assert set(once_each(deliveries(ml.take()))) == ml.active()
     assert server.stop() == 0
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_postgresql_down_is_a_4xx_and_the_retry_after_it_is_back_delivers(flist, serve, pg_cluster):
+    """The server stopped (a restart, a failover) while the listener runs: 451,
+    nothing sent; once it is back, the MTA's retry delivers, and so does the
+    next message through the same delivery processes."""
+    ml = flist
+    server = serve(ml, workers=1)
+    warm = make_msg("Ann <ann@example.com>", ml.addr("help"), "help")
+    with server.client() as lmtp:             # the worker has been to the database before it goes away
+        assert transaction(lmtp, "ann@example.com", [ml.addr("help")], warm)[0][0] == 250
+    ml.take()
+    raw = make_msg(AUTHOR, ml.addr("new"), "While the database is down")
+    pg_cluster.stop()
+    try:
+        with server.client() as lmtp:
+            [reply] = transaction(lmtp, "m00@example.com", [ml.addr("new")], raw)
+    finally:
+        pg_cluster.start()
+    assert reply[0] == 451 and text(reply).startswith("4.3.0 mlmpipe: database unavailable"), reply
+    assert ml.take() == []
+    with server.client() as lmtp:
+        [reply] = transaction(lmtp, "m00@example.com", [ml.addr("new")], raw)
+        assert reply[0] == 250, (reply, server.output())
+        again = make_msg("Ann <ann@example.com>", ml.addr("help"), "help again")
+        assert transaction(lmtp, "ann@example.com", [ml.addr("help")], again)[0][0] == 250
+    calls = ml.take()
+    assert set(once_each(deliveries(calls))) == ml.active()
+    assert len(replies(calls)) == 1
+    pg_cluster.stop()                         # a restart between two messages: the kept connection is dead
+    pg_cluster.start()
+    with server.client() as lmtp:
+        after = make_msg("Ann <ann@example.com>", ml.addr("help"), "help after a restart")
+        [reply] = transaction(lmtp, "ann@example.com", [ml.addr("help")], after)
+    assert reply[0] == 250, (reply, server.output())
+    assert server.stop() == 0
+
+
+def mlmpipe_connections(pg_cluster):
+    import psycopg
+    with psycopg.connect(pg_cluster.url()) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mlmpipe'"
+                            ).fetchone()[0]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_worker_keeps_its_postgresql_connection_between_messages(make_list, serve, pg_cluster):
+    """One connection per delivery process, not one per message (README: LMTP);
+    closed when the listener stops."""
+    ml = make_list()
+    ml.take()
+    server = serve(ml, workers=2)
+    assert mlmpipe_connections(pg_cluster) == 0
+    with server.client() as lmtp:
+        for n in range(6):
+            raw = make_msg("Ann <ann@example.com>", ml.addr("help"), "help %d" % n)
+            assert transaction(lmtp, "ann@example.com", [ml.addr("help")], raw)[0][0] == 250
+    assert 1 <= mlmpipe_connections(pg_cluster) <= 2
+    assert len(replies(ml.take())) == 6
+    assert server.stop() == 0
+    end = time.monotonic() + 10
+    while mlmpipe_connections(pg_cluster) != 0:       # the server notices the closed sockets at once, almost
+        assert time.monotonic() < end
+        time.sleep(0.05)
 
 
 def test_a_missing_database_is_a_4xx(make_list, serve, tmp_path):
@@ -392,8 +460,11 @@ def test_mta_config_prints_the_lmtp_transport(make_list, tmp_path):
     assert "\n%s lmtp:unix:mlmpipe/lmtp.sock\n" % ml.domain in out
     out = ml.cli("mta-config", "postfix", LIST, "--listen=%s" % (tmp_path / "s")).stdout.decode()
     assert "lmtp:unix:%s\n" % (tmp_path / "s") in out and "chroot" in out
-    proc = ml.cli("mta-config", "postfix", LIST, "--listen=127.0.0.1:8024", "--apply", check=False)
-    assert proc.returncode == 1 and b"Traceback" not in proc.stderr
+    out = ml.cli("mta-config", "postfix", LIST, "--listen=127.0.0.1:8024").stdout.decode()
+    assert "'mlmpipe mta-config postfix %s --listen=127.0.0.1:8024 --apply' writes" % LIST in out
+    for other in (["postfix", LIST, "--alias"], ["qmail", LIST]):
+        proc = ml.cli("mta-config", *other, "--listen=127.0.0.1:8024", check=False)
+        assert proc.returncode == 1 and b"neither qmail nor --alias" in proc.stderr, proc.stderr
     proc = ml.cli("lmtp", "--listen=nowhere", check=False)
     assert proc.returncode == 1 and proc.stderr.decode().count("\n") == 1, proc.stderr
 

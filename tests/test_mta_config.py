@@ -10,9 +10,11 @@ copy, so even a call without --dir would land there.
 import os
 import pwd
 import shutil
+import socket
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -533,6 +535,166 @@ def test_qmail_alias_way_writes_and_removes_only_its_files(site, tmp_path):
     assert site.files(alias) == {".qmail-postmaster": b"&root\n"}
 
 
+# Postfix: the LMTP way (README: LMTP) #######################################
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Answering:
+    """Something on 127.0.0.1 that answers LHLO, as `mlmpipe lmtp` would."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.listen = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.greeted = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rwb") as f:
+                f.write(b"220 test LMTP\r\n")
+                f.flush()
+                for line in f:
+                    if line.upper().startswith(b"LHLO"):
+                        self.greeted += 1
+                    f.write(b"221 bye\r\n" if line.upper().startswith(b"QUIT") else b"250 test\r\n")
+                    f.flush()
+
+
+def lmtp_only(site):
+    """The LMTP way needs no pipe(8) service and no recipient limit."""
+    assert postconf(site.postfix, "-M", "mlmpipe/unix") == ""
+    assert "mlmpipe_destination_recipient_limit = 1" not in site.files()["main.cf"].decode()
+
+
+@pytest.mark.parametrize("kind", sorted(MAIN_CFS))
+def test_lmtp_apply_routes_the_domain_to_lmtp_and_remove_restores(make_site, kind):
+    site = make_site(main_cf=MAIN_CFS[kind])
+    site.newlist("systers")
+    before = site.files()
+    port = free_port()                 # nothing listens there
+    out = site.mta("postfix", "systers", "--listen=127.0.0.1:%d" % port, "--apply")
+    assert query("postmap", site, DOMAIN, site.transport) == "lmtp:inet:127.0.0.1:%d" % port
+    assert site.get("transport_maps").replace(",", " ").split()[0] == "hash:%s" % site.transport
+    assert DOMAIN in site.get("relay_domains").replace(",", " ").split()
+    lmtp_only(site)
+    lines = out.splitlines()
+    assert "%s: %s lmtp:inet:127.0.0.1:%d (postmap hash:%s)" % (site.transport, DOMAIN, port, site.transport) \
+        in lines
+    assert not any("master.cf" in line for line in lines)
+    note = [line for line in lines if line.startswith("note: ")]
+    assert note == ["note: nothing answers LHLO at 127.0.0.1:%d (Connection refused) yet; start it: systemctl "
+                    "start mlmpipe-lmtp, or run: mlmpipe -c %s lmtp --listen=127.0.0.1:%d" % (port, site.cfg, port)]
+    wired = site.files()
+    assert site.mta("postfix", "systers", "--listen=127.0.0.1:%d" % port, "--apply").startswith(
+        "nothing to change: %s already goes to mlmpipe" % DOMAIN)
+    assert site.files() == wired
+    out = site.mta("postfix", "systers", "--remove")
+    assert site.files() == before, out
+
+
+def test_lmtp_apply_says_nothing_of_a_listener_that_answers(site):
+    listener = Answering()
+    out = site.mta("postfix", "systers", "--listen=%s" % listener.listen, "--apply")
+    assert listener.greeted == 1 and "note:" not in out, out
+
+
+def test_lmtp_unix_socket_inside_the_queue_directory_is_relative(site):
+    before = site.files()
+    sock = site.root / "queue" / "mlmpipe" / "lmtp.sock"
+    out = site.mta("postfix", "systers", "--listen=%s" % sock, "--apply")
+    assert query("postmap", site, DOMAIN, site.transport) == "lmtp:unix:mlmpipe/lmtp.sock"
+    assert "note: nothing answers LHLO at %s (No such file or directory) yet" % sock in out
+    site.mta("postfix", "systers", "--remove")
+    assert site.files() == before
+
+
+def test_lmtp_unix_socket_outside_a_chrooted_lmtp_is_refused(site, tmp_path):
+    assert postconf(site.postfix, "-F", "-h", "lmtp/unix/chroot") == "y"      # Debian's master.cf
+    before = site.files()
+    sock = tmp_path / "run" / "lmtp.sock"
+    err = site.mta("postfix", "systers", "--listen=%s" % sock, "--apply", code=1)
+    assert err.count("\n") == 1 and "runs chrooted in %s" % (site.root / "queue") in err
+    assert "--listen=%s/mlmpipe/lmtp.sock" % (site.root / "queue") in err
+    assert site.files() == before
+    postconf(site.postfix, "-F", "lmtp/unix/chroot=n")
+    before = site.files()
+    site.mta("postfix", "systers", "--listen=%s" % sock, "--apply")
+    assert query("postmap", site, DOMAIN, site.transport) == "lmtp:unix:%s" % sock
+    site.mta("postfix", "systers", "--remove")
+    assert site.files() == before
+
+
+def test_lmtp_needs_postfixs_lmtp_service(site):
+    postconf(site.postfix, "-MX", "lmtp/unix")
+    before = site.files()
+    err = site.mta("postfix", "systers", "--listen=127.0.0.1:%d" % free_port(), "--apply", code=1)
+    assert "has no lmtp service" in err and err.count("\n") == 1
+    assert site.files() == before
+
+
+@pytest.mark.parametrize("kind", sorted(MAIN_CFS))
+def test_switching_between_pipe_and_lmtp_replaces_the_entry_and_remove_restores(make_site, kind):
+    site = make_site(main_cf=MAIN_CFS[kind])
+    site.newlist("systers")
+    before = site.files()
+    site.mta("postfix", "systers", "--apply")
+    listener = Answering()
+    out = site.mta("postfix", "systers", "--listen=%s" % listener.listen, "--apply")
+    assert query("postmap", site, DOMAIN, site.transport) == "lmtp:%s" % ("inet:" + listener.listen)
+    assert "%s: %s lmtp:inet:%s (postmap hash:%s); it was mlmpipe:" % (
+        site.transport, DOMAIN, listener.listen, site.transport) in out.splitlines()
+    assert "master.cf: removed the service mlmpipe" in out.splitlines()
+    lmtp_only(site)
+    assert site.files()["master.cf"] == before["master.cf"]
+    out = site.mta("postfix", "systers", "--apply")            # and back to the pipe
+    assert query("postmap", site, DOMAIN, site.transport) == "mlmpipe:"
+    assert "user=%s" % site.user.pw_name in postconf(site.postfix, "-M", "mlmpipe/unix")
+    assert site.get("mlmpipe_destination_recipient_limit") == "1"
+    site.mta("postfix", "systers", "--listen=%s" % listener.listen, "--apply")
+    site.mta("postfix", "systers", "--remove")
+    assert site.files() == before
+
+
+def test_pipe_and_lmtp_domains_side_by_side(site):
+    site.newlist("third", domain=OTHER_DOMAIN)
+    before = site.files()
+    site.mta("postfix", "systers", "--apply")
+    listener = Answering()
+    site.mta("postfix", "third", "--listen=%s" % listener.listen, "--apply")
+    assert site.transport.read_text().splitlines()[-2:] == ["%s mlmpipe:" % DOMAIN,
+                                                             "%s lmtp:inet:%s" % (OTHER_DOMAIN, listener.listen)]
+    assert postconf(site.postfix, "-M", "mlmpipe/unix") != ""          # systers still needs it
+    out = site.mta("postfix", "systers", "--remove")                   # the last pipe domain goes
+    assert "master.cf: removed the service mlmpipe" in out.splitlines()
+    assert "main.cf: removed mlmpipe_destination_recipient_limit (it was not set before)" in out.splitlines()
+    lmtp_only(site)
+    assert query("postmap", site, OTHER_DOMAIN, site.transport) == "lmtp:inet:%s" % listener.listen
+    site.mta("postfix", "third", "--remove")
+    assert site.files() == before
+
+
+def test_lmtp_refusals(site):
+    site.newlist("local", domain=LOCAL_DOMAIN)
+    before = site.files()
+    err = site.mta("postfix", "local", "--listen=127.0.0.1:8024", "--apply", code=1)
+    assert "vm is one of Postfix's mydestination domains" in err and "the LMTP transport" in err
+    err = site.mta("postfix", "systers", "--listen=nowhere", "--apply", code=1)
+    assert "--listen takes HOST:PORT" in err
+    err = site.mta("postfix", "systers", "--listen=127.0.0.1:8024", "--alias", "--apply", code=1)
+    assert "neither qmail nor --alias" in err
+    assert site.files() == before
+
+
 # newlist --apply ##########################################################
 
 def test_newlist_apply_routes_the_new_list(make_site):
@@ -545,6 +707,29 @@ def test_newlist_apply_routes_the_new_list(make_site):
     assert DOMAIN in site.get("relay_domains")
     site.run("mta-config", "postfix", "systers", "--remove")
     assert site.files() == before
+
+
+def test_newlist_apply_listen_routes_the_new_list_to_lmtp(make_site):
+    site = make_site()
+    before = site.files()
+    listener = Answering()
+    out = site.run("newlist", "systers", "--owner=owner@example.net", "--apply", "--listen=%s" % listener.listen)
+    assert out.splitlines()[0] == "created list systers@%s" % DOMAIN
+    assert query("postmap", site, DOMAIN, site.transport) == "lmtp:inet:%s" % listener.listen
+    lmtp_only(site)
+    site.run("mta-config", "postfix", "systers", "--remove")
+    assert site.files() == before
+    hint = site.run("newlist", "news", "--owner=owner@example.net", "--listen=127.0.0.1:8024")
+    assert "'mlmpipe mta-config postfix news --listen=127.0.0.1:8024 --apply'" in hint
+    assert site.files() == before
+
+
+def test_newlist_listen_with_qmail_creates_nothing(make_site):
+    site = make_site(verp="qmail")
+    err = site.run("newlist", "systers", "--owner=owner@example.net", "--apply", "--listen=127.0.0.1:8024",
+                   code=1)
+    assert "neither qmail nor --alias" in err and err.count("\n") == 1
+    assert "systers" not in site.run("lists")
 
 
 def test_newlist_apply_that_fails_keeps_the_list_and_says_how_to_retry(make_site, tmp_path):
