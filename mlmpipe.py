@@ -1284,10 +1284,10 @@ def digest_states(db, lst):
 def digest_takers(db, lst, thread):
     """(member id, address, format, mode) of the active followers of `thread` who take it as a digest."""
     follows, params = follows_sql(thread_chain(db, thread))
-    return db.execute(
-        "SELECT m.id, s.address, m.format, %s AS mode FROM members m JOIN subscribers s ON s.id = m.subscriber_id "
-        "WHERE m.list_id = ? AND m.status = 'active' AND %s AND mode != 'off'" % (digest_mode_sql(), follows),
-        [thread["id"], lst["id"]] + params).fetchall()
+    return db.execute(    # (PostgreSQL's WHERE does not see the alias `mode`: the outer query does)
+        "SELECT * FROM (SELECT m.id, s.address, m.format, %s AS mode FROM members m JOIN subscribers s "
+        "ON s.id = m.subscriber_id WHERE m.list_id = ? AND m.status = 'active' AND %s) AS t WHERE mode != 'off'"
+        % (digest_mode_sql(), follows), [thread["id"], lst["id"]] + params).fetchall()
 
 
 def watches_of(db, member_id):
