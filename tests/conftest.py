@@ -551,7 +551,8 @@ def footer_kind(msg, ml, thread):
 # SQLite alone.  Without PostgreSQL installed the postgresql half is skipped,
 # except under CI, where it must run.
 
-PG_MODULES = {"test_delivery", "test_commands", "test_membership", "test_bounces", "test_digests"}
+PG_MODULES = {"test_delivery", "test_commands", "test_membership", "test_bounces", "test_digests",
+              "test_faults"}
 
 
 def pytest_generate_tests(metafunc):
