@@ -552,7 +552,9 @@ def footer_kind(msg, ml, thread):
 # except under CI, where it must run.
 
 PG_MODULES = {"test_delivery", "test_commands", "test_membership", "test_bounces", "test_digests",
-              "test_faults"}
+              "test_faults", "test_outbox", "test_retry", "test_concurrency", "test_threads", "test_watches",
+              "test_request", "test_lifecycle", "test_probes", "test_owners", "test_rules", "test_bounce_storm",
+              "test_hardening", "test_logs", "test_qmail_env", "test_dmarc"}
 
 
 def pytest_generate_tests(metafunc):
@@ -586,11 +588,11 @@ def pg_cluster():
     cluster.remove()
 
 
-def pg_database(cluster, template=None):
+def pg_database(cluster, template=None, options=""):
     """A new database on the cluster (empty, or a copy of `template`'s); its `database =` setting."""
     name = "t%d_%d" % (os.getpid(), len(_CLUSTER))
     _CLUSTER.append(name)
-    cluster.admin("CREATE DATABASE %s" % name + (" TEMPLATE %s" % template if template else ""))
+    cluster.admin("CREATE DATABASE %s" % name + (" TEMPLATE %s" % template if template else "") + options)
     return cluster.url(name)
 
 
