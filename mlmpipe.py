@@ -6379,8 +6379,8 @@ def check_config(found):
                       "run: mlmpipe init")
     if cfg.postgres and pg_name(cfg.database) != cfg.database and os.stat(path).st_mode & 0o044:
         found.problem("the configuration file %s holds the database's password and can be read by other users"
-                      % path, "run: chmod 600 %s, or better move the password to ~/.pgpass of the delivery "
-                      "user (README: PostgreSQL)" % path)
+                      % path, "run: chmod 600 %s, or better move the password to a file named by passfile= in "
+                      "the setting (README: PostgreSQL)" % path)
 
 
 def check_log(found):

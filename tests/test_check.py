@@ -305,8 +305,8 @@ def test_postgresql_password_in_a_config_others_read(pg_inst):
     done = pg_inst.check()
     assert "n0t-sh0wn" not in done.stdout + done.stderr
     reported(pg_inst.problems(), "the configuration file %s holds the database's password and can be read by "
-             "other users" % pg_inst.cfg, "; run: chmod 600 %s, or better move the password to ~/.pgpass"
-             % pg_inst.cfg)
+             "other users" % pg_inst.cfg,
+             "; run: chmod 600 %s, or better move the password to a file named by passfile=" % pg_inst.cfg)
 
 
 @needs_postfix
