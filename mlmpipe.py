@@ -1331,10 +1331,10 @@ def digest_states(db, lst):
 def digest_takers(db, lst, thread):
     """(member id, address, format, mode) of the active followers of `thread` who take it as a digest."""
     follows, params = follows_sql(thread_chain(db, thread))
-    return db.execute(
-        "SELECT m.id, s.address, m.format, %s AS mode FROM members m JOIN subscribers s ON s.id = m.subscriber_id "
-        "WHERE m.list_id = ? AND m.status = 'active' AND %s AND mode != 'off'" % (digest_mode_sql(), follows),
-        [thread["id"], lst["id"]] + params).fetchall()
+    return db.execute(    # (PostgreSQL's WHERE does not see the alias `mode`: the outer query does)
+        "SELECT * FROM (SELECT m.id, s.address, m.format, %s AS mode FROM members m JOIN subscribers s "
+        "ON s.id = m.subscriber_id WHERE m.list_id = ? AND m.status = 'active' AND %s) AS t WHERE mode != 'off'"
+        % (digest_mode_sql(), follows), [thread["id"], lst["id"]] + params).fetchall()
 
 
 def watches_of(db, member_id):
@@ -6544,7 +6544,8 @@ def cmd_check(cfg, args):
         print("note: %s" % n)
     if not found.problems:
         print("ok: configuration %s, database %s (%s), archive %s, sendmail %s, log %s, delivery user %s"
-              % (cfg.path, cfg.database, plural(len(lists), "list"), cfg.archive, cfg.sendmail, cfg.log, found.who))
+              % (cfg.path, pg_name(cfg.database), plural(len(lists), "list"), cfg.archive, cfg.sendmail, cfg.log,
+                 found.who))
     return 1 if found.problems else 0
 
 
@@ -6609,6 +6610,10 @@ def check_config(found):
     if not cfg.secret:
         found.problem("the configuration file %s has no secret, so no token can be made" % path,
                       "run: mlmpipe init")
+    if cfg.postgres and pg_name(cfg.database) != cfg.database and os.stat(path).st_mode & 0o044:
+        found.problem("the configuration file %s holds the database's password and can be read by other users"
+                      % path, "run: chmod 600 %s, or better move the password to a file named by passfile= in "
+                      "the setting (README: PostgreSQL)" % path)
 
 
 def check_log(found):
@@ -6632,6 +6637,8 @@ def check_log(found):
 def check_database(found):
     """The database opens read-only and has the current schema; returns its lists."""
     cfg = found.cfg
+    if cfg.postgres:
+        return check_postgres(found)
     if not os.path.exists(cfg.database):
         found.problem("the database %s does not exist" % cfg.database, "run: mlmpipe init")
         return []
@@ -6653,6 +6660,54 @@ def check_database(found):
         found.problem("the database %s cannot be read (%s)" % (cfg.database, exc),
                       "restore it from a backup, or move it away and run: mlmpipe init")
         return []
+
+
+def check_postgres(found):
+    """A PostgreSQL database (README: PostgreSQL) answers, has the current
+    schema, holds UTF-8 and sorts as SQLite does (byte by byte); returns its lists."""
+    cfg, name = found.cfg, pg_name(found.cfg.database)
+    try:
+        db = pg_connect(cfg)
+    except Temporary as exc:                 # psycopg missing, or not an address
+        if "psycopg" in exc.sentence:
+            found.problem("the database %s needs psycopg, which %s cannot import" % (name, sys.executable),
+                          "run: make install (its venv has psycopg), or pip install -r requirements.txt")
+        else:
+            found.problem("the setting database = %s in %s is not a PostgreSQL address" % (name, cfg.path),
+                          "set database = postgresql://USER@HOST/DATABASE or host=HOST dbname=DATABASE user=USER "
+                          "(README: PostgreSQL)")
+        return []
+    except DB_ERRORS as exc:
+        found.problem("the database %s cannot be reached (%s)" % (name, " ".join(str(exc).split())),
+                      "start its server, or correct database = in %s (README: PostgreSQL)" % cfg.path)
+        return []
+    try:
+        version, wanted = pg_version(db), read_schema().version
+        if version != wanted:
+            found.problem("the database %s has %s, and this mlmpipe needs %d" % (
+                name, "no mlmpipe tables" if version == 0 else "schema version %d" % version, wanted),
+                "run: mlmpipe init" + " (it migrates the database)" * bool(version)
+                if version < wanted else "install the newer mlmpipe that wrote it")
+            return []
+        info = dict(db.execute("SELECT *, pg_encoding_to_char(encoding) AS charset FROM pg_database "
+                               "WHERE datname = current_database()").fetchone())
+        provider = info.get("datlocprovider", "c")     # libc; i: ICU (15), b: builtin (17)
+        locale = info["datcollate"] if provider == "c" else info.get("datlocale") or info.get("daticulocale")
+        if info["charset"] != "UTF8":
+            found.problem("the database %s holds %s, not UTF-8, so some names and subjects cannot be stored"
+                          % (name, info["charset"]), "create it again with ENCODING 'UTF8' (README: PostgreSQL)")
+        if not (provider in "cb" and locale in ("C", "POSIX") or provider == "b" and locale == "C.UTF-8"):
+            found.problem("the database %s sorts text by the %s rules of %s, not byte by byte as SQLite does, "
+                          "so members, threads and exports come out in another order"
+                          % (name, {"c": "libc", "i": "ICU", "b": "builtin"}.get(provider, provider), locale),
+                          "create it again with TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C' (README: PostgreSQL)")
+        return db.execute("SELECT name, domain FROM lists ORDER BY domain, name").fetchall()
+    except DB_ERRORS as exc:
+        found.problem("the database %s cannot be read (%s)" % (name, " ".join(str(exc).split())),
+                      "grant its user the tables, or run: mlmpipe init (README: PostgreSQL)")
+        return []
+    finally:
+        db.close()
 
 
 def check_files(found):

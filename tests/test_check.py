@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import FAKE_SENDMAIL, MLMPIPE
+from conftest import FAKE_SENDMAIL, MLMPIPE, pg_database
 
 sys.path.insert(0, str(MLMPIPE.parent))
 import mlmpipe  # noqa: E402
@@ -44,7 +44,7 @@ class Install:
     """mlmpipe installed in `root`: inst/ (the program, compiled), data/ (database,
     archive), mlmpipe.cfg, mlmpipe.log, and pf/ (main.cf, master.cf, transport map)."""
 
-    def __init__(self, root):
+    def __init__(self, root, database=None):
         self.root = Path(root)
         self.inst, self.data, self.pf = self.root / "inst", self.root / "data", self.root / "pf"
         self.cfg, self.log = self.root / "mlmpipe.cfg", self.root / "mlmpipe.log"
@@ -54,7 +54,7 @@ class Install:
         for name in ("mlmpipe.py", "schema.sql"):
             shutil.copy(MLMPIPE.parent / name, self.inst / name)
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(self.inst / "mlmpipe.py")], check=True)
-        self.settings = {"database": self.db, "archive": self.archive, "sendmail": FAKE_SENDMAIL,
+        self.settings = {"database": database or self.db, "archive": self.archive, "sendmail": FAKE_SENDMAIL,
                          "log": self.log, "domain": DOMAIN, "verp": "postfix"}
         self.write_config()
         self.run("init")
@@ -237,6 +237,82 @@ def test_database_missing_or_old(inst):
     for path in inst.data.glob("mlmpipe.db*"):
         path.unlink()
     reported(inst.problems(), "the database %s does not exist" % inst.db, "; run: mlmpipe init")
+
+
+# PostgreSQL (README: PostgreSQL) ###############################################
+
+@pytest.fixture
+def pg_inst(tmp_path, pg_cluster):
+    return Install(tmp_path, database=pg_database(pg_cluster))
+
+
+def pg_execute(url, statement):
+    import psycopg
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@needs_postfix
+def test_a_correct_postgresql_installation_is_ok(pg_inst):
+    done = pg_inst.check()
+    assert done.returncode == 0 and done.stdout.startswith("ok: "), done
+    assert "database %s (1 list)" % pg_inst.settings["database"] in done.stdout
+
+
+@needs_postfix
+@pytest.mark.parametrize("setting, says, fix", [
+    ("postgresql://nobody@%2Fnonexistent:5/none", "the database postgresql://nobody@%2Fnonexistent:5/none "
+     "cannot be reached (", "; start its server, or correct database = in "),
+    ("dbname='unterminated", "the setting database = dbname='unterminated in ", "; set database = postgresql://"),
+])
+def test_postgresql_unreachable_or_not_an_address(pg_inst, setting, says, fix):
+    pg_inst.write_config(database=setting)
+    problem = reported(pg_inst.problems(), says, fix)
+    assert "Traceback" not in problem
+
+
+@needs_postfix
+def test_postgresql_empty_or_old(pg_inst, pg_cluster):
+    url = pg_inst.settings["database"]
+    pg_execute(url, "UPDATE mlmpipe_schema SET version = 3")
+    reported(pg_inst.problems(), "the database %s has schema version 3, and this mlmpipe needs %d"
+             % (url, mlmpipe.read_schema().version), "; run: mlmpipe init (it migrates the database)")
+    empty = pg_database(pg_cluster)
+    pg_inst.write_config(database=empty)
+    reported(pg_inst.problems(), "the database %s has no mlmpipe tables" % empty, "; run: mlmpipe init")
+
+
+@needs_postfix
+@pytest.mark.parametrize("options, says", [
+    (" LOCALE_PROVIDER icu ICU_LOCALE 'en' LC_COLLATE 'C' LC_CTYPE 'C'", "by the ICU rules of en"),
+    (" LC_COLLATE 'C.utf8' LC_CTYPE 'C.utf8'", "by the libc rules of C.utf8"),
+], ids=["icu", "libc"])
+def test_postgresql_collation_other_than_c(tmp_path, pg_cluster, options, says):
+    inst = Install(tmp_path, database=pg_database(pg_cluster, "template0", options))
+    reported(inst.problems(), "the database %s sorts text %s, not byte by byte" % (inst.settings["database"], says),
+             "; create it again with TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+
+
+@needs_postfix
+def test_postgresql_not_utf8(tmp_path, pg_cluster):
+    inst = Install(tmp_path, database=pg_database(pg_cluster, "template0", " ENCODING 'LATIN1'"))
+    problems = inst.problems()
+    reported(problems, "the database %s holds LATIN1, not UTF-8" % inst.settings["database"],
+             "; create it again with ENCODING 'UTF8'")
+    assert len(problems) == 1, problems
+
+
+@needs_postfix
+def test_postgresql_password_in_a_config_others_read(pg_inst):
+    url = pg_inst.settings["database"].replace("@", ":n0t-sh0wn@", 1)
+    pg_inst.write_config(database=url)                  # (the test cluster trusts its socket: any password does)
+    assert pg_inst.problems() == []
+    os.chmod(pg_inst.cfg, 0o644)
+    done = pg_inst.check()
+    assert "n0t-sh0wn" not in done.stdout + done.stderr
+    reported(pg_inst.problems(), "the configuration file %s holds the database's password and can be read by "
+             "other users" % pg_inst.cfg,
+             "; run: chmod 600 %s, or better move the password to a file named by passfile=" % pg_inst.cfg)
 
 
 @needs_postfix

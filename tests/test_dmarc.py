@@ -102,10 +102,11 @@ def test_answers_are_cached_for_their_ttl_and_asked_again_after(mixed, zone):
     assert count() == before + 1                                      # the second answered from the cache
     msgs, _ = post(mixed, "f@cached.test", "Three", now=T0 + 400)     # past the TTL
     assert count() == before + 2 and all("via systers" in s for s, _ in froms(msgs))
-    # a negative answer is cached too
+    # a negative answer is cached too (counted from now: the session's DNS server saw other tests' lists)
+    before = asked.count("_dmarc.nothing.test")
     post(mixed, "g@nothing.test", "Four")
     post(mixed, "g@nothing.test", "Five", now=T0 + 10)
-    assert asked.count("_dmarc.nothing.test") == 1
+    assert asked.count("_dmarc.nothing.test") == before + 1
 
 
 def test_wrap_sends_the_original_as_message_rfc822(mixed, zone):

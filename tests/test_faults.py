@@ -6,7 +6,10 @@ one plain sentence on stderr, and the MTA's retry of the same bytes then
 delivers every copy exactly once.
 
 The archive faults mount a tmpfs (root only); without root they are skipped,
-except on CI (CI=true), where they fail."""
+except on CI (CI=true), where they fail.  Every test runs against SQLite and
+PostgreSQL (conftest.py's PG_MODULES): the lock is SQLite's BEGIN EXCLUSIVE or
+a session holding PostgreSQL's advisory lock, and the database's own faults
+are its file's disk full on SQLite, the server stopped on PostgreSQL."""
 import collections
 import os
 import re
@@ -18,6 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+import mlmpipe
 from conftest import (
     FAKE_SENDMAIL,
     OWNER,
@@ -428,17 +433,30 @@ def test_killed_while_sendmail_takes_a_batch(flist, spawn, tmp_path):
 
 # database locked ############################################################
 
+def postgres(database):
+    return database.startswith("postgresql://")
+
+
 class Lock:
-    """Another process holding the write lock: BEGIN EXCLUSIVE."""
+    """Another process holding the write lock: BEGIN EXCLUSIVE on SQLite; on
+    PostgreSQL a session holding the advisory lock that mlmpipe's writers take
+    (it conflicts with their transaction-level one)."""
 
     def __init__(self, database):
+        self.pg = postgres(database)
+        if self.pg:
+            import psycopg
+            self.db = psycopg.connect(database, autocommit=True)
+            self.db.execute("SELECT pg_advisory_lock(%d)" % mlmpipe.PG_LOCK)
+            return
         self.db = sqlite3.connect(database, isolation_level=None, timeout=5)
         self.db.execute("BEGIN EXCLUSIVE")
 
     def release(self):
         if self.db is not None:
-            self.db.execute("ROLLBACK")
-            self.db.close()
+            if not self.pg:
+                self.db.execute("ROLLBACK")
+            self.db.close()                 # (PostgreSQL: the session's lock goes with it)
             self.db = None
 
 
@@ -519,14 +537,20 @@ if call == int(os.environ.get("LOCK_AT_CALL", "0")):
 os.execv(sys.executable, [sys.executable, {fake!r}] + sys.argv[1:])
 """
 HOLDER = """
-import sqlite3, sys, time
-db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
-db.execute("BEGIN EXCLUSIVE")
+import sys, time
+if sys.argv[1].startswith("postgresql://"):
+    import psycopg
+    db = psycopg.connect(sys.argv[1], autocommit=True)
+    db.execute("SELECT pg_advisory_lock(%d)")
+else:
+    import sqlite3
+    db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+    db.execute("BEGIN EXCLUSIVE")
 print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
-db.execute("ROLLBACK")
+db.close()
 open(sys.argv[3], "w").close()
-"""
+""" % mlmpipe.PG_LOCK
 
 
 def test_database_locked_between_batches(flist, tmp_path):
@@ -659,6 +683,9 @@ def test_database_disk_full(flist, tmpfs):
     """The database's filesystem full (SQLITE_FULL): temporary, and the retry
     once there is room delivers once."""
     ml = flist
+    if ml.backend == "postgresql":
+        pytest.skip("the database file's disk is SQLite's: PostgreSQL's server is "
+                    "test_database_server_stopped_between_batches")
     old = Path(config_value(ml, "database"))
     where = tmpfs(ml.root / "dbfs", size="1m")
     for suffix in ("", "-wal"):
@@ -677,4 +704,54 @@ def test_database_disk_full(flist, tmpfs):
     no_half_state(ml)
     remount(where, "size=8m")
     name, _ = assert_done(ml, raw, to, [], ml.active())
+    assert one_thread(ml) == name
+
+
+STOPPING_SENDMAIL = """#!{python}
+import os, sys, time
+spool = os.environ["FAKE_SENDMAIL_DIR"]
+try:
+    with open(os.path.join(spool, "calls")) as f:
+        call = int(f.read() or 0) + 1
+except FileNotFoundError:
+    call = 1
+if call == int(os.environ.get("STOP_AT_CALL", "0")):
+    open(os.environ["STOP_ASKED"], "w").close()
+    end = time.monotonic() + 30
+    while not os.path.exists(os.environ["STOP_DONE"]) and time.monotonic() < end:
+        time.sleep(0.05)
+os.execv(sys.executable, [sys.executable, {fake!r}] + sys.argv[1:])
+"""
+
+
+def test_database_server_stopped_between_batches(flist, tmp_path, spawn, request):
+    """PostgreSQL's server stops while sendmail accepts batch 2: mlmpipe
+    cannot record that batch and exits temporary; the retry, once the server
+    is back, sends every copy once (the accepted batch not again)."""
+    ml = flist
+    if ml.backend != "postgresql":
+        pytest.skip("SQLite has no server to stop: its database faults are test_database_disk_full")
+    cluster = request.getfixturevalue("pg_cluster")
+    wrapper = tmp_path / "stopping-sendmail"
+    wrapper.write_text(STOPPING_SENDMAIL.format(python=sys.executable, fake=str(FAKE_SENDMAIL)))
+    wrapper.chmod(0o755)
+    set_config(ml, sendmail=wrapper)
+    asked, done = tmp_path / "stop-asked", tmp_path / "stop-done"
+    raw, to = first_post(ml)
+    run = spawn(ml, raw, to=to, env={"STOP_AT_CALL": "2", "STOP_ASKED": str(asked), "STOP_DONE": str(done)})
+    end = time.monotonic() + 30
+    while not asked.exists() and run.proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.05)
+    assert asked.exists(), ml.explain(run.wait())
+    cluster.stop()
+    try:
+        done.touch()
+        proc = run.wait(timeout=30)
+    finally:
+        cluster.start()
+    line = assert_temporary(ml, proc, says="database unavailable")
+    first = ml.take()
+    print(f"server stopped between batches: exit {proc.returncode}: {line}; first run {len(first)} calls")
+    assert len(first) == 2, first
+    name, second = assert_done(ml, raw, to, first, ml.active())
     assert one_thread(ml) == name

@@ -1,7 +1,8 @@
 """PostgreSQL as the store (README: PostgreSQL): the dialect seam in
 mlmpipe.py, and a temporary failure, never a crash, while the database is
-down.  The delivery, command, membership, bounce and digest modules run
-against PostgreSQL too (conftest.py's PG_MODULES)."""
+down.  The delivery, command, membership, bounce, fault, digest and most
+other integration modules run against PostgreSQL too (conftest.py's
+PG_MODULES)."""
 import re
 
 import pytest
