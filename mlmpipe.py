@@ -255,6 +255,7 @@ class Outcome(Exception):
     code = EX_OK
 
     def __init__(self, sentence=""):
+        sentence = " ".join(sentence.split())    # one line: the MTA's log and the bounce (libpq's errors span lines)
         super().__init__(sentence)
         self.sentence = sentence
 
@@ -7633,9 +7634,9 @@ def main(argv=None, stdin=None, env=None):
         cfg = load_config(config_path(args["--config"], env), must_exist=command not in ("init", "check"))
         return SUBCOMMANDS[command](cfg, args)
     except (AdminError, Outcome) as exc:
-        sys.stderr.write("mlmpipe %s: %s\n" % (command, str(exc).replace("4.3.5 mlmpipe: ", "")))
+        sys.stderr.write("mlmpipe %s: %s\n" % (command, " ".join(str(exc).replace("4.3.5 mlmpipe: ", "").split())))
     except (OSError,) + DB_ERRORS as exc:
-        sys.stderr.write("mlmpipe %s: %s\n" % (command, exc))
+        sys.stderr.write("mlmpipe %s: %s\n" % (command, " ".join(str(exc).split())))
     return 1
 
 

@@ -85,6 +85,8 @@ def test_unreachable_database_exits_75_and_the_retry_delivers(pg_list, pg_cluste
     assert down.returncode == 75, pg_list.explain(down)
     assert down.stderr_text.startswith("4.3.0 mlmpipe: database unavailable"), down.stderr_text
     assert "Traceback" not in down.stderr_text
+    # one line for the MTA's log and the bounce, though libpq's message has two
+    assert down.stderr_text.count("\n") == 1 and "\t" not in down.stderr_text, down.stderr_text
     assert pg_list.take() == []
     pg_list.post(raw, to=pg_list.addr("new"))
     assert len({r for c in pg_list.take() for r in c.recipients}) == 6
@@ -96,3 +98,4 @@ def test_wrong_address_exits_75(tmp_path):
     (tmp_path / "archive").mkdir()
     result = ml.deliver(make_msg("a@example.com", ml.addr(), "hello"))
     assert result.returncode == 75 and "database unavailable" in result.stderr_text, ml.explain(result)
+    assert result.stderr_text.count("\n") == 1, result.stderr_text
