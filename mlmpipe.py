@@ -2683,7 +2683,7 @@ def hold_notices(d, message_row, reason):
     if rule_automated(d) is None and not reason.startswith("error:") and valid_address(d.author):
         notify(d, d.author, "Your message to %s waits for approval" % d.lst["name"],
                "Your message \"%s\" to %s waits for a list owner's approval (%s).\n"
-               % (message_row["subject"], d.recipient, reason))
+               % (shown(message_row["subject"] or "(no subject)", 200), d.recipient, reason))
 
 
 def queue_owner_notices(db, cfg, lst, settings, source, message_row, reason, mail=None, text=None):

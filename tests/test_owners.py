@@ -321,11 +321,16 @@ def owners_notice(ml, calls):
 
 def test_moderated_post_notice_and_held_command(moderated):
     ml = moderated
-    raw = set_headers(load_eml("attachment.eml"), Subject="Forms \x1b[31mred")
+    raw = set_headers(load_eml("attachment.eml"), Subject="Forms \x1b[31mred \u202eright-to-left")
     ml.post(raw, to=ml.addr("new"))
-    notice = owners_notice(ml, ml.take())
+    calls = ml.take()
+    notice = owners_notice(ml, calls)
     text = notice.msg.get_content()
     assert "Why: the list is moderated" in text and "> Hello all," in text
+    # the author is told it waits, her subject shown as safely as to the owners
+    (waits,) = [c.msg.get_content() for c in replies(calls) if c.recipients == ["all-text@example.com"]]
+    assert "waits for a list owner's approval" in waits and '"Forms ' in waits
+    assert "\x1b" not in waits and "\u202e" not in waits
     assert "form.pdf (application/pdf" in text and "notes.txt (text/plain, 61 bytes)" in text
     assert "\x1b" not in str(notice.msg["Subject"]) and "Forms" in str(notice.msg["Subject"])
     (held,) = ml.json("held", ml.name)
